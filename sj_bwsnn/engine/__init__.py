@@ -1,0 +1,9 @@
+"""Recipe schema, training loop, methods and checkpoints."""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .methods import METHODS, build_method
+from .recipe import Recipe, load_recipe, recipe_from_dict
+from .trainer import Trainer, build_model
+
+__all__ = ["METHODS", "Recipe", "Trainer", "build_method", "build_model", "load_checkpoint",
+           "load_recipe", "recipe_from_dict", "save_checkpoint"]

@@ -1,0 +1,242 @@
+"""The recipe schema: one YAML file names everything a run needs.
+
+A recipe is a mapping with the top-level keys of :class:`Recipe` (``T``, ``seed``,
+``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``; every key
+has a default, so a recipe only states what differs. ``--set key.sub=value`` overrides any key
+(the value is parsed as YAML: ``--set T=2``, ``--set neuron.v_reset=null``).
+
+Validation turns every mistake into one :class:`~sj_bwsnn.errors.UserError` line naming the key:
+unknown keys (with the closest valid key suggested), wrong types, out-of-range values, and YAML
+syntax errors (with the line number).
+
+Extending the schema (new data sets, methods, distillation...) means adding a field to a section
+dataclass below, with a type, a default and, where needed, a check in ``_check_ranges``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..errors import UserError, closest
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # digits (more in sj_bwsnn.data)
+    root: Optional[str] = None  # data-set folder; digits needs none
+    batch_size: int = 64
+    test_batch_size: Optional[int] = None  # default: batch_size
+    num_workers: int = 0
+    test_fraction: float = 0.25  # digits: fraction held out for test (stratified)
+    split_seed: int = 0  # digits: the train/test split is fixed by this seed, not by `seed`
+    augment: bool = False  # digits: random +-1 pixel shifts
+
+
+@dataclass
+class ModelConfig:
+    name: str = "bw_resnet_tiny"  # any name registered with timm (ours: bw_resnet18, ...)
+    binary: bool = True  # False: the full-precision twin
+    scaling: str = "channel"  # channel | tensor | none
+    detach_alpha: bool = True
+    kwargs: dict = field(default_factory=dict)  # extra keyword arguments for the model (e.g. stem)
+
+
+@dataclass
+class NeuronConfig:
+    type: str = "lif"  # lif | if
+    tau: float = 2.0
+    decay_input: bool = True
+    v_threshold: float = 1.0
+    v_reset: Optional[float] = 0.0  # null: soft reset (subtract the threshold)
+    surrogate: str = "sigmoid"  # sigmoid | atan | piecewise_quadratic | ...
+    alpha: float = 4.0  # surrogate sharpness
+    detach_reset: bool = False
+    backend: str = "auto"  # auto | cupy | torch
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # any timm optimizer name (create_optimizer_v2)
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # real-valued weights (biases and norms get none)
+    binary_weight_decay: float = 0.0  # latent weights of binary layers (BNN practice: 0)
+    momentum: float = 0.9
+    sched: str = "cosine"  # any timm scheduler name (create_scheduler_v2); none: constant lr
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-5
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    label_smoothing: float = 0.0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_interval: int = 0  # 0: one line per epoch only
+
+
+@dataclass
+class Recipe:
+    T: int = 4
+    seed: int = 0
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# building and checking
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_type_name(args[0])} or null"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string",
+            dict: "a mapping", list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(key, value, inner)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        dict: isinstance(value, dict),
+        list: isinstance(value, list),
+    }.get(tp, True)
+    if not ok:
+        raise UserError(f"recipe key '{key}' must be {_type_name(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise UserError(f"recipe section '{prefix.rstrip('.') or 'top level'}' must be a mapping, "
+                        f"got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            valid = [f"{prefix}{n}" for n in names]
+            raise UserError(f"unknown recipe key '{full}'{closest(full, valid)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, f"{full}.")
+        else:
+            kwargs[key] = _coerce(full, value, tp)
+    return cls(**kwargs)
+
+
+def _check_ranges(r: Recipe) -> None:
+    checks = [
+        (r.T >= 1, "T", "must be >= 1"),
+        (r.data.batch_size >= 1, "data.batch_size", "must be >= 1"),
+        (r.data.test_batch_size is None or r.data.test_batch_size >= 1, "data.test_batch_size",
+         "must be >= 1"),
+        (r.data.num_workers >= 0, "data.num_workers", "must be >= 0"),
+        (0.0 < r.data.test_fraction < 1.0, "data.test_fraction", "must lie in (0, 1)"),
+        (r.model.scaling in ("channel", "tensor", "none"), "model.scaling",
+         "must be channel, tensor or none"),
+        (r.neuron.tau > 1.0, "neuron.tau", "must be > 1 (SpikingJelly's LIF needs tau > 1)"),
+        (r.neuron.v_threshold > 0, "neuron.v_threshold", "must be > 0"),
+        (r.neuron.alpha > 0, "neuron.alpha", "must be > 0"),
+        (r.neuron.backend in ("auto", "cupy", "torch"), "neuron.backend",
+         "must be auto, cupy or torch"),
+        (r.optim.lr > 0, "optim.lr", "must be > 0"),
+        (r.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
+        (r.optim.binary_weight_decay >= 0, "optim.binary_weight_decay", "must be >= 0"),
+        (r.optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0"),
+        (r.train.epochs >= 1, "train.epochs", "must be >= 1"),
+        (0.0 <= r.train.label_smoothing < 1.0, "train.label_smoothing", "must lie in [0, 1)"),
+        (r.train.log_interval >= 0, "train.log_interval", "must be >= 0"),
+    ]
+    for ok, key, why in checks:
+        if not ok:
+            raise UserError(f"recipe key '{key}' {why}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'optim.lr=0.1'`` -> ``(['optim', 'lr'], 0.1)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise UserError(f"--set expects key.sub=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise UserError(f"--set: bad key {key!r} (expected e.g. optim.lr=0.1)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_override(tree: dict, path: list[str], value: Any) -> None:
+    """Set ``tree[path[0]][path[1]]... = value``, creating sections as needed."""
+    node = tree
+    for i, part in enumerate(path[:-1]):
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise UserError(f"--set {'.'.join(path)}: '{'.'.join(path[:i + 1])}' is not a section")
+        node = nxt
+    node[path[-1]] = value
+
+
+def read_yaml(path: Path) -> dict:
+    """Load a YAML mapping, turning syntax errors into one line with the line number."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"recipe not found: {path}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read recipe {path}: {e.__class__.__name__}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"recipe {path}{where}: invalid YAML: {problem}") from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise UserError(f"recipe {path} must be a YAML mapping of keys, got {type(tree).__name__}")
+    return tree
+
+
+def recipe_from_dict(tree: dict) -> Recipe:
+    """Validate a plain mapping (e.g. one stored in a checkpoint) into a :class:`Recipe`."""
+    recipe = _build(Recipe, tree, "")
+    _check_ranges(recipe)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe file."""
+    tree = read_yaml(Path(path))
+    for text in overrides:
+        key_path, value = parse_override(text)
+        apply_override(tree, key_path, value)
+    return recipe_from_dict(tree)

@@ -1,0 +1,15 @@
+"""Binary-weight layers and multi-shortcut spiking blocks.
+
+``from sj_bwsnn.layers import BinaryConv2d, BinaryLinear`` drops 1-bit weights into any
+SpikingJelly network; both accept ``step_mode='s'|'m'``.
+"""
+
+from .binarize import SCALINGS, WeightBinarizer, binarize_weight, binary_sign
+from .binary import BinaryConv2d, BinaryLinear
+from .blocks import Downsample, MultiShortcutBasicBlock, SpikingConvUnit, make_conv
+
+__all__ = [
+    "SCALINGS", "WeightBinarizer", "binarize_weight", "binary_sign",
+    "BinaryConv2d", "BinaryLinear",
+    "Downsample", "MultiShortcutBasicBlock", "SpikingConvUnit", "make_conv",
+]

@@ -1,0 +1,87 @@
+"""1-bit weight layers that drop into SpikingJelly networks.
+
+:class:`BinaryConv2d` and :class:`BinaryLinear` subclass SpikingJelly 2.0's ``layer.Conv2d`` /
+``layer.Linear``, so they take ``step_mode='s'|'m'`` and, in ``'m'``, a ``[T, N, ...]`` input that
+is flattened to ``[T*N, ...]`` for one op over all time steps. The weight is binarized once per
+call (not once per time step) by the shared :class:`~sj_bwsnn.layers.binarize.WeightBinarizer`::
+
+    y = conv(x, alpha * sign(w)) + b        (BinaryConv2d)
+    y = x @ (alpha * sign(w))^T + b         (BinaryLinear)
+
+``binarized_weight()`` returns exactly the tensor the forward uses. The latent ``weight`` stays
+real-valued and is what the optimizer updates. Bias (off by default in blocks, where BN follows)
+is real-valued.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from spikingjelly.activation_based import functional, layer
+
+from .binarize import WeightBinarizer
+
+
+class _BinaryMixin:
+    """What both binary layers share: the binarizer and the step-mode dispatch."""
+
+    binarizer: WeightBinarizer
+
+    def binarized_weight(self) -> torch.Tensor:
+        """The binarized weight ``alpha * sign(w)`` used by ``forward`` (with the STE graph)."""
+        return self.binarizer(self.weight)
+
+
+
+class BinaryConv2d(_BinaryMixin, layer.Conv2d):
+    """2-D convolution with 1-bit weights ``alpha * sign(w)``; SpikingJelly step modes.
+
+    Same arguments as ``spikingjelly.activation_based.layer.Conv2d`` (default ``bias=False``), plus
+    ``scaling`` (``'channel'|'tensor'|'none'``) and ``detach_alpha`` for the binarizer.
+    Input ``[N, C, H, W]`` in ``'s'``, ``[T, N, C, H, W]`` in ``'m'``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = False, padding_mode: str = "zeros",
+                 step_mode: str = "s", scaling: str = "channel", detach_alpha: bool = True):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, step_mode)
+        self.binarizer = WeightBinarizer(scaling, detach_alpha)
+
+    def _forward_op(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.binarized_weight(), self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step_mode == "s":
+            return self._forward_op(x)
+        if x.dim() != 5:
+            raise ValueError(
+                f"BinaryConv2d in step_mode='m' expects a 5-D [T, N, C, H, W] input, "
+                f"got shape {tuple(x.shape)}"
+            )
+        return functional.seq_to_ann_forward(x, self._forward_op)
+
+
+class BinaryLinear(_BinaryMixin, layer.Linear):
+    """Fully connected layer with 1-bit weights ``alpha * sign(w)``; SpikingJelly step modes.
+
+    Same arguments as ``spikingjelly.activation_based.layer.Linear`` (default ``bias=True``), plus
+    ``scaling`` and ``detach_alpha``. In ``'m'`` the input is ``[T, N, ..., in_features]``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 step_mode: str = "s", scaling: str = "channel", detach_alpha: bool = True):
+        super().__init__(in_features, out_features, bias, step_mode)
+        self.binarizer = WeightBinarizer(scaling, detach_alpha)
+
+    def _forward_op(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.binarized_weight(), self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Linear works on any leading shape, so [T, N, ..., F] needs no flattening in 'm'.
+        if self.step_mode == "m" and x.dim() < 3:
+            raise ValueError(
+                f"BinaryLinear in step_mode='m' expects [T, N, ..., {self.in_features}], "
+                f"got shape {tuple(x.shape)}"
+            )
+        return self._forward_op(x)

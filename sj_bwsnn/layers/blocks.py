@@ -1,0 +1,78 @@
+"""Multi-shortcut spiking blocks (Bi-Real style: a shortcut around every binary conv).
+
+One unit is ``x -> SN -> Conv -> BN -> (+ shortcut(x))``: the residual stream ``x`` stays
+real-valued (a membrane shortcut, as in MS-ResNet), the spiking neuron ``SN`` turns it into
+spikes in {0, 1}, and only the spikes meet the (binary) conv. A :class:`MultiShortcutBasicBlock`
+stacks two units, so a ResNet BasicBlock gets two shortcuts instead of one::
+
+    y = D(x) + BN1(Conv1(SN1(x)))        D = identity, or AvgPool -> real 1x1 conv -> BN
+    z = y    + BN2(Conv2(SN2(y)))
+
+All modules run in SpikingJelly's multi-step mode on ``[T, N, C, H, W]`` tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from spikingjelly.activation_based import layer
+from torch import nn
+
+from .binary import BinaryConv2d
+
+
+def make_conv(binary: bool, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
+              padding: int = 0, scaling: str = "channel", detach_alpha: bool = True) -> nn.Module:
+    """A bias-free multi-step conv: :class:`BinaryConv2d` if ``binary``, else SJ's real ``Conv2d``."""
+    if binary:
+        return BinaryConv2d(in_ch, out_ch, kernel_size, stride, padding, bias=False,
+                            step_mode="m", scaling=scaling, detach_alpha=detach_alpha)
+    return layer.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=False, step_mode="m")
+
+
+class Downsample(nn.Sequential):
+    """Real-valued shortcut for a change of shape: AvgPool(stride) -> 1x1 conv -> BN (Bi-Real Net)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        mods: list[nn.Module] = []
+        if stride != 1:
+            mods.append(layer.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False,
+                                        step_mode="m"))
+        mods += [layer.Conv2d(in_ch, out_ch, 1, bias=False, step_mode="m"),
+                 layer.BatchNorm2d(out_ch, step_mode="m")]
+        super().__init__(*mods)
+
+
+class SpikingConvUnit(nn.Module):
+    """``x -> SN -> Conv -> BN -> + shortcut(x)``: one binary conv inside its own shortcut.
+
+    :param binary: 1-bit conv (True) or its real-valued twin (False).
+    :param neuron: neuron class (e.g. :class:`sj_bwsnn.neuron.LIFNode`), built in step mode 'm'.
+    :param neuron_kwargs: keyword arguments for ``neuron``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, binary: bool, neuron: type,
+                 neuron_kwargs: dict[str, Any], scaling: str = "channel", detach_alpha: bool = True):
+        super().__init__()
+        self.sn = neuron(step_mode="m", **neuron_kwargs)
+        self.conv = make_conv(binary, in_ch, out_ch, 3, stride, 1, scaling, detach_alpha)
+        self.bn = layer.BatchNorm2d(out_ch, step_mode="m")
+        self.shortcut = (Downsample(in_ch, out_ch, stride) if stride != 1 or in_ch != out_ch
+                         else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x) + self.bn(self.conv(self.sn(x)))
+
+
+class MultiShortcutBasicBlock(nn.Sequential):
+    """A ResNet BasicBlock with a shortcut around each of its two 3x3 convs (see module doc)."""
+
+    expansion = 1
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, binary: bool, neuron: type,
+                 neuron_kwargs: dict[str, Any], scaling: str = "channel", detach_alpha: bool = True):
+        common = dict(binary=binary, neuron=neuron, neuron_kwargs=neuron_kwargs,
+                      scaling=scaling, detach_alpha=detach_alpha)
+        super().__init__(SpikingConvUnit(in_ch, out_ch, stride, **common),
+                         SpikingConvUnit(out_ch, out_ch, 1, **common))

@@ -1,0 +1,14 @@
+"""Spiking neurons: the one place where a neuron class is chosen.
+
+``LIFNode`` / ``IFNode`` subclass SpikingJelly 2.0's nodes and add ``backend='auto'|'cupy'|'torch'``
+(see :mod:`sj_bwsnn.neuron.nodes`). Models take a neuron *class* plus keyword arguments;
+recipes name one with :func:`resolve_neuron` / :func:`neuron_kwargs_from_config`.
+"""
+
+from .nodes import BACKENDS, IFNode, LIFNode
+from .registry import NEURONS, SURROGATES, build_surrogate, neuron_kwargs_from_config, resolve_neuron
+
+__all__ = [
+    "BACKENDS", "IFNode", "LIFNode", "NEURONS", "SURROGATES",
+    "build_surrogate", "neuron_kwargs_from_config", "resolve_neuron",
+]

@@ -1,0 +1,100 @@
+"""Multi-step LIF / IF nodes with a backend switch.
+
+Membrane dynamics (SpikingJelly's), per time step ``t``::
+
+    LIF, decay_input=True :  H[t] = V[t-1] + (X[t] - (V[t-1] - V_reset)) / tau
+    LIF, decay_input=False:  H[t] = V[t-1] - (V[t-1] - V_reset) / tau + X[t]
+    IF                    :  H[t] = V[t-1] + X[t]
+    S[t] = Heaviside(H[t] - V_th)            (surrogate gradient in backward)
+    hard reset (v_reset float): V[t] = H[t] * (1 - S[t]) + V_reset * S[t]
+    soft reset (v_reset None) : V[t] = H[t] - V_th * S[t]
+
+``backend``:
+
+* ``'torch'`` — SpikingJelly's own multi-step path (its Triton kernel on CUDA when it applies,
+  else its Torch reference).
+* ``'cupy'``  — sj_bwsnn's fused CuPy kernel; CUDA tensors only, needs CuPy.
+* ``'auto'``  — ``'cupy'`` for CUDA input when CuPy imports, else ``'torch'``.
+
+State ``v`` carries across calls until ``functional.reset_net``.
+"""
+
+from __future__ import annotations
+
+import torch
+from spikingjelly.activation_based import neuron as sj_neuron
+
+from ..errors import UserError
+
+BACKENDS = ("auto", "cupy", "torch")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise UserError(f"neuron backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    return backend
+
+
+def _cupy_available() -> bool:
+    try:
+        import cupy  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+class _BackendMixin:
+    """Chooses the multi-step implementation per call (see the module docstring)."""
+
+    backend: str
+
+    def resolved_backend(self, x: torch.Tensor) -> str:
+        """The backend a multi-step call on ``x`` uses."""
+        if self.backend == "torch":
+            return "torch"
+        if self.backend == "auto":
+            return "cupy" if x.is_cuda and _cupy_available() else "torch"
+        if not x.is_cuda:
+            raise UserError(
+                f"neuron backend 'cupy' needs CUDA tensors, got a {x.device.type} tensor; "
+                "use backend: auto (or torch) to run on the CPU"
+            )
+        if not _cupy_available():
+            raise UserError(
+                "neuron backend 'cupy' needs CuPy: pip install 'sj-bwsnn[cuda]' (cupy-cuda12x), "
+                "or use backend: auto"
+            )
+        return "cupy"
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", backend={self.backend}"
+
+
+class LIFNode(_BackendMixin, sj_neuron.LIFNode):
+    """SpikingJelly 2.0 ``LIFNode`` with ``backend='auto'|'cupy'|'torch'`` (default ``'auto'``)."""
+
+    def __init__(self, *args, backend: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend = _check_backend(backend)
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
+        if self.resolved_backend(x_seq) == "cupy":
+            from .fused import lif_multi_step_cupy
+
+            return lif_multi_step_cupy(self, x_seq)
+        return super().multi_step_forward(x_seq, *args, **kwargs)
+
+
+class IFNode(_BackendMixin, sj_neuron.IFNode):
+    """SpikingJelly 2.0 ``IFNode`` with ``backend='auto'|'cupy'|'torch'`` (default ``'auto'``)."""
+
+    def __init__(self, *args, backend: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend = _check_backend(backend)
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
+        if self.resolved_backend(x_seq) == "cupy":
+            from .fused import if_multi_step_cupy
+
+            return if_multi_step_cupy(self, x_seq)
+        return super().multi_step_forward(x_seq, *args, **kwargs)
