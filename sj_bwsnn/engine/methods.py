@@ -10,8 +10,6 @@ The trainer resets the network's neuron state after each batch.
 
 from __future__ import annotations
 
-import torch
-
 from ..errors import UserError, closest
 
 
@@ -39,17 +37,3 @@ def build_method(name: str):
     except KeyError:
         raise UserError(f"train.method: unknown method {name!r}{closest(name, METHODS)}; "
                         f"choose one of {', '.join(METHODS)}") from None
-
-
-class CrossEntropyObjective:
-    """``CE(mean_t logits_t, y)`` with optional label smoothing; ``x`` is unused here.
-
-    Objectives are called as ``objective(logits [N, K], y [N], x)``: ``x`` lets a distillation
-    objective run its teacher on the same input.
-    """
-
-    def __init__(self, label_smoothing: float = 0.0):
-        self.loss = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor | None = None):
-        return self.loss(logits.float(), y)

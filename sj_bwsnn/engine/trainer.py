@@ -30,7 +30,8 @@ from ..errors import UserError, closest
 from ..layers import BinaryConv2d, BinaryLinear
 from ..neuron import neuron_kwargs_from_config
 from .checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, save_checkpoint
-from .methods import CrossEntropyObjective, build_method
+from .methods import build_method
+from .objectives import build_objective
 from .recipe import Recipe, recipe_from_dict
 
 SYNC_EVERY = 20  # steps between host syncs for the progress bar and the finite-loss check
@@ -112,7 +113,7 @@ class Trainer:
         self.device = pick_device(recipe.train.device)
         self.train_loader, self.test_loader, self.info = build_loaders(recipe.data, recipe.seed)
         self.model = build_model(recipe, self.info).to(self.device)
-        self.objective = CrossEntropyObjective(recipe.train.label_smoothing)
+        self.objective = build_objective(recipe)
         self.eval_loss = torch.nn.CrossEntropyLoss()
         self.method = build_method("bptt")
         o = recipe.optim

@@ -16,6 +16,9 @@ Membrane dynamics (SpikingJelly's), per time step ``t``::
 * ``'cupy'``  — sj_bwsnn's fused CuPy kernel; CUDA tensors only, needs CuPy.
 * ``'auto'``  — ``'cupy'`` for CUDA input when CuPy imports, else ``'torch'``.
 
+``temporal_grad=False`` drops the temporal gradient path: ``V[t-1]`` enters step ``t`` detached,
+so ``dL/dV[t-1] = 0`` through ``H[t]`` (the SLTT / OTTT gradient; the forward is unchanged).
+
 State ``v`` carries across calls until ``functional.reset_net``.
 """
 
@@ -47,6 +50,26 @@ class _BackendMixin:
     """Chooses the multi-step implementation per call (see the module docstring)."""
 
     backend: str
+    temporal_grad: bool
+
+    def _torch_multi_step_no_temporal(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """Reference multi-step forward with ``V[t-1]`` detached at every step."""
+        states = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
+        spikes, v_steps = [], []
+        for t in range(x_seq.shape[0]):
+            states = (states[0].detach(), *states[1:])
+            (spike,), states = self.single_step_functional_forward((x_seq[t],), states)
+            spikes.append(spike)
+            v_steps.append(states[0])
+        for name, value in zip(self._memories, states):
+            self._memories[name] = value
+        self.v_seq = torch.stack(v_steps) if self.store_v_seq else None
+        return torch.stack(spikes)
+
+    def _torch_multi_step(self, x_seq: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.temporal_grad:
+            return super().multi_step_forward(x_seq, *args, **kwargs)
+        return self._torch_multi_step_no_temporal(x_seq)
 
     def resolved_backend(self, x: torch.Tensor) -> str:
         """The backend a multi-step call on ``x`` uses."""
@@ -67,34 +90,37 @@ class _BackendMixin:
         return "cupy"
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", backend={self.backend}"
+        extra = "" if self.temporal_grad else ", temporal_grad=False"
+        return super().extra_repr() + f", backend={self.backend}{extra}"
 
 
 class LIFNode(_BackendMixin, sj_neuron.LIFNode):
-    """SpikingJelly 2.0 ``LIFNode`` with ``backend='auto'|'cupy'|'torch'`` (default ``'auto'``)."""
+    """SpikingJelly 2.0 ``LIFNode`` plus ``backend='auto'|'cupy'|'torch'`` and ``temporal_grad``."""
 
-    def __init__(self, *args, backend: str = "auto", **kwargs):
+    def __init__(self, *args, backend: str = "auto", temporal_grad: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.backend = _check_backend(backend)
+        self.temporal_grad = bool(temporal_grad)
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         if self.resolved_backend(x_seq) == "cupy":
             from .fused import lif_multi_step_cupy
 
             return lif_multi_step_cupy(self, x_seq)
-        return super().multi_step_forward(x_seq, *args, **kwargs)
+        return self._torch_multi_step(x_seq, *args, **kwargs)
 
 
 class IFNode(_BackendMixin, sj_neuron.IFNode):
-    """SpikingJelly 2.0 ``IFNode`` with ``backend='auto'|'cupy'|'torch'`` (default ``'auto'``)."""
+    """SpikingJelly 2.0 ``IFNode`` plus ``backend='auto'|'cupy'|'torch'`` and ``temporal_grad``."""
 
-    def __init__(self, *args, backend: str = "auto", **kwargs):
+    def __init__(self, *args, backend: str = "auto", temporal_grad: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.backend = _check_backend(backend)
+        self.temporal_grad = bool(temporal_grad)
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         if self.resolved_backend(x_seq) == "cupy":
             from .fused import if_multi_step_cupy
 
             return if_multi_step_cupy(self, x_seq)
-        return super().multi_step_forward(x_seq, *args, **kwargs)
+        return self._torch_multi_step(x_seq, *args, **kwargs)
