@@ -1,0 +1,46 @@
+"""Shared test helpers: run the real CLI in a subprocess, skip GPU tests cleanly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cuda_and_cupy() -> bool:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        import cupy  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda_and_cupy():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA and CuPy")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None):
+    """Run ``python -m sj_bwsnn ARGS`` with this checkout on the path; returns CompletedProcess."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "sj_bwsnn", *args], cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
