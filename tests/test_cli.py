@@ -96,3 +96,25 @@ def test_truncated_and_foreign_checkpoints_are_refused(cli, trained, tmp_path):
 def test_debug_flag_shows_the_traceback(cli):
     proc = cli("--debug", "train", "no_such_recipe")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_unwritable_output_directory(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    _one_line_error(cli("train", "digits_bwsnn", "--out", str(blocker / "sub")), "not writable")
+
+
+def test_checkpoint_with_pickled_objects_is_refused(cli, tmp_path):
+    import collections
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "extra": collections.Counter(a=1)}, evil)
+    _one_line_error(cli("eval", "digits_bwsnn", "--checkpoint", str(evil)), "weights_only")
+
+
+def test_non_finite_loss_stops_with_one_line_and_writes_no_checkpoint(cli, tmp_path):
+    out = tmp_path / "nan"
+    proc = cli("train", "digits_bwsnn", "--out", str(out), "--set", "optim.name=sgd",
+               "--set", "optim.lr=1e30", "--set", "optim.sched=none", "--set", "train.epochs=1")
+    _one_line_error(proc, "training loss became nan in epoch 1")
+    assert not (out / "last.pt").exists() and not (out / "metrics.json").exists()

@@ -23,6 +23,7 @@ def test_defaults_and_overrides(tmp_path):
     assert (r.T, r.train.epochs, r.optim.lr, r.neuron.v_reset) == (2, 1, 0.01, None)
     assert r.model.kwargs == {"stem": "cifar"} and r.optim.name == "adamw"
     assert isinstance(load_recipe(p, ["optim.lr=1"]).optim.lr, float)  # ints widen to floats
+    assert load_recipe(_write(tmp_path, "optim:\n  lr: 1e-3\n"), ["optim.warmup_lr=2e-5"]).optim.lr == 1e-3
 
 
 @pytest.mark.parametrize("text,overrides,message", [

@@ -117,6 +117,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return None
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
         return _coerce(key, value, inner)
+    if tp is float and isinstance(value, str):
+        # PyYAML (YAML 1.1) reads 1e-3 as a string; a number is what the user meant.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
