@@ -173,8 +173,11 @@ def cmd_energy(args) -> int:
         raise UserError("--e-mac and --e-ac are energies in pJ and must be >= 0")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise UserError(f"--plot writes a PNG; give a file name ending in .png, got {args.plot}")
+    from .engine.trainer import pick_device
+
     src = build_source(load_recipe(find_recipe(args.recipe), args.set))
     load_model_state(src.model, load_checkpoint(args.checkpoint)["model"], args.checkpoint)
+    src.model.to(pick_device(src.recipe.train.device))
     batches = list(sample_batches(src.test_loader, args.batches))
     rep = energy_report(src.model, batches, src.recipe.T, e_mac, e_ac)
     samples = sum(b.shape[0] for b in batches)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..errors import UserError
 from .profile import profile_forward
 
 E_MAC_PJ = 4.6
@@ -90,8 +91,10 @@ def format_energy(rep: dict, samples: int) -> str:
 
 def plot_firing_rates(rep: dict, path: str | Path) -> None:
     """A PNG bar chart of the firing rate of every spiking layer (matplotlib, Agg backend)."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install matplotlib") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

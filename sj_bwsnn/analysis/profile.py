@@ -95,7 +95,9 @@ def profile_forward(model: nn.Module, batches) -> list[LayerRecord]:
     sample, averaged over the samples. The network's state is reset around each batch.
     """
     records: dict[str, LayerRecord] = {}
-    pooled_spikes: set[int] = set()  # data_ptr of avg-pool outputs computed from spikes
+    # avg-pool outputs computed from spikes, by data_ptr; held until the batch ends so that no
+    # other tensor can reuse the address and be mistaken for pooled spikes
+    pooled_spikes: dict[int, torch.Tensor] = {}
 
     def hook(name: str):
         def fn(mod, inputs, out):
@@ -119,7 +121,7 @@ def profile_forward(model: nn.Module, batches) -> list[LayerRecord]:
                     r._count += x.numel()
                     r.input_rate = r._sum / r._count
             elif isinstance(mod, _AVG_POOLS) and is_spike_tensor(x):
-                pooled_spikes.add(out.data_ptr())
+                pooled_spikes[out.data_ptr()] = out
             # the batch dimension: after the time steps of an op, or second in SJ's step mode 'm'
             bdim = (out.dim() - core) if core is not None else int(getattr(mod, "step_mode", "s") == "m")
             r.out_shape = tuple(s for i, s in enumerate(out.shape) if i != bdim)
@@ -129,8 +131,10 @@ def profile_forward(model: nn.Module, batches) -> list[LayerRecord]:
     was_training = model.training
     model.eval()
     samples = 0
+    device = next(model.parameters(), torch.empty(0)).device
     try:
         for x in batches:
+            x = x.to(device)
             functional.reset_net(model)
             model(x)
             functional.reset_net(model)
