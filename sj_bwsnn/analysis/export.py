@@ -34,7 +34,6 @@ from torch import nn
 from ..data import DataInfo
 from ..engine.checkpoint import atomic_write_bytes
 from ..engine.recipe import recipe_from_dict
-from ..engine.trainer import build_model
 from ..errors import UserError
 from ..layers import BinaryConv2d, BinaryLinear
 
@@ -115,6 +114,8 @@ def load_exported(path: str | Path) -> nn.Module:
     Binary layers get their exact ``alpha * sign`` weight and a :class:`Prebinarized` binarizer;
     every other tensor is loaded as stored.
     """
+    from ..engine.trainer import build_model  # the trainer's imports only when a model is built
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"exported model not found: {path}")
