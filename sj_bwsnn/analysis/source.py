@@ -1,0 +1,56 @@
+"""Model, data and weights for the analysis commands, from a recipe or a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data import DataInfo, build_loaders
+from ..engine.checkpoint import load_checkpoint, load_model_state
+from ..engine.recipe import Recipe, recipe_from_dict
+from ..engine.trainer import build_model, seed_everything
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+@dataclass
+class Source:
+    """A built model (eval mode, CPU) with its recipe, data description and test loader."""
+
+    recipe: Recipe
+    model: torch.nn.Module
+    info: DataInfo
+    test_loader: torch.utils.data.DataLoader
+    origin: str  # 'recipe' (random weights) or 'checkpoint'
+
+
+def is_checkpoint_path(path: str | Path) -> bool:
+    """True for a file whose suffix is a checkpoint's (``.pt``, ``.pth``, ``.ckpt``)."""
+    return Path(path).suffix in CHECKPOINT_SUFFIXES
+
+
+def build_source(recipe: Recipe, state: dict | None = None, path: str | Path = "") -> Source:
+    """Build the recipe's model (seeded) and loaders; load ``state`` (a state dict) if given."""
+    seed_everything(recipe.seed)
+    _, test_loader, info = build_loaders(recipe.data, recipe.seed)
+    model = build_model(recipe, info)
+    if state is not None:
+        load_model_state(model, state, path)
+    model.eval()
+    return Source(recipe, model, info, test_loader, "checkpoint" if state is not None else "recipe")
+
+
+def source_from_checkpoint(path: str | Path) -> Source:
+    """The model of an sj_bwsnn training checkpoint, rebuilt from the recipe stored in it."""
+    ckpt = load_checkpoint(path)
+    return build_source(recipe_from_dict(ckpt.get("recipe") or {}), ckpt["model"], path)
+
+
+def sample_batches(loader, n_batches: int | None):
+    """The inputs of the first ``n_batches`` batches of ``loader`` (all when None)."""
+    for i, (x, _) in enumerate(loader):
+        if n_batches is not None and i >= n_batches:
+            return
+        yield x

@@ -1,0 +1,87 @@
+"""sj-bwsnn export / load_exported: packed 1-bit weights, exact reload, no pickled code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _analysis_util import make_checkpoint
+from spikingjelly.activation_based import functional
+
+import sj_bwsnn
+from sj_bwsnn.analysis.export import export_model, pack_signs, unpack_signs
+from sj_bwsnn.analysis.profile import profile_forward
+from sj_bwsnn.cli import main
+from sj_bwsnn.data import DataInfo
+from sj_bwsnn.errors import UserError
+from sj_bwsnn.layers import binarize_weight
+
+
+@pytest.mark.parametrize("scaling", ["channel", "tensor", "none"])
+@pytest.mark.parametrize("shape", [(5, 3, 3, 3), (7, 13), (4, 1)])
+def test_pack_unpack_is_exact(scaling, shape):
+    w = torch.randn(shape)
+    w.view(-1)[0] = 0.0  # sign(0) = +1 must survive packing
+    w_b = binarize_weight(w, scaling)
+    bits, alpha = pack_signs(w_b)
+    assert bits.dtype == torch.uint8 and bits.numel() == -(-w.numel() // 8)
+    assert torch.equal(unpack_signs(bits, alpha, list(shape)), w_b)
+
+
+def test_pack_refuses_a_real_weight():
+    with pytest.raises(ValueError):
+        pack_signs(torch.randn(3, 9))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    recipe, model = make_checkpoint(tmp / "c.pt")
+    model.eval()
+    sizes = export_model(model, recipe.to_dict(), DataInfo(10, 1, (8, 8)), tmp / "m.bwsnn")
+    return model, sizes, tmp
+
+
+def test_reloaded_model_is_bit_identical(exported):
+    model, _, tmp = exported
+    x = torch.randn(16, 1, 8, 8)
+    assert any(r.firing_rate for r in profile_forward(model, [x])), "test needs spikes"
+    with torch.no_grad():
+        a = model(x)
+        functional.reset_net(model)
+        loaded = sj_bwsnn.load_exported(tmp / "m.bwsnn")
+        b = loaded(x)
+    assert not loaded.training
+    assert torch.equal(a, b)
+
+
+def test_file_is_plain_tensors_and_binary_layers_are_25x_smaller(exported):
+    _, sizes, tmp = exported
+    d = torch.load(tmp / "m.bwsnn", weights_only=True)  # no code unpickled
+    assert d["format"] == "sj_bwsnn.export" and len(d["binary"]) == sizes["binary_layers"] == 6
+    entry = d["binary"]["blocks.0.0.conv"]
+    assert entry["bits"].dtype == torch.uint8 and entry["bits"].numel() == 32 * 32 * 9 // 8
+    assert entry["alpha"].shape == (32,)
+    assert "blocks.0.0.conv.weight" not in d["tensors"] and "fc.weight" in d["tensors"]
+    assert sizes["ratio"] >= 25
+    assert sizes["binary_bytes_fp32"] / sizes["binary_bytes_packed"] == pytest.approx(sizes["ratio"])
+    assert sizes["file_bytes"] < sizes["binary_bytes_fp32"] / 8
+
+
+def test_load_exported_errors(exported, tmp_path):
+    _, _, tmp = exported
+    with pytest.raises(UserError, match="not found"):
+        sj_bwsnn.load_exported(tmp_path / "none.bwsnn")
+    with pytest.raises(UserError, match="not an sj_bwsnn export"):
+        sj_bwsnn.load_exported(tmp / "c.pt")  # a training checkpoint
+    (tmp_path / "junk").write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="not a readable"):
+        sj_bwsnn.load_exported(tmp_path / "junk")
+
+
+def test_cli_export(exported, capsys):
+    _, _, tmp = exported
+    assert main(["export", str(tmp / "c.pt"), "--out", str(tmp / "cli.bwsnn")]) == 0
+    out = capsys.readouterr().out
+    assert "identical" in out and "x smaller" in out
+    assert main(["export", str(tmp / "c.pt"), "--out", str(tmp / "nodir" / "m.bwsnn")]) == 2
+    assert "does not exist" in capsys.readouterr().err

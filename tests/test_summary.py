@@ -1,0 +1,81 @@
+"""sj-bwsnn summary: counts on a small model against hand-computed values."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _analysis_util import make_checkpoint
+
+from sj_bwsnn.analysis.summary import packed_bytes, summarize
+from sj_bwsnn.cli import main
+from sj_bwsnn.models.bw_resnet import BWResNet
+
+
+@pytest.fixture(scope="module")
+def small():
+    """Stem 3x3 conv 1->8, one block of two binary 3x3 convs 8->8, classifier 8->3, T=2."""
+    torch.manual_seed(0)
+    model = BWResNet((1,), (8,), stem="cifar", in_chans=1, num_classes=3, T=2)
+    return summarize(model, torch.randn(1, 1, 4, 4), T=2)
+
+
+def _row(s, name):
+    return next(r for r in s["layers"] if r["name"] == name)
+
+
+def test_packed_bytes():
+    assert [packed_bytes(n) for n in (0, 1, 8, 9, 576)] == [0, 1, 1, 2, 72]
+
+
+def test_per_layer_counts_by_hand(small):
+    stem = _row(small, "stem.0")
+    # 8 filters of 1x3x3, real input: 8 * 4*4 outputs * 9 MACs, run once for T=2 steps -> /2
+    assert (stem["params_1bit"], stem["params_32bit"], stem["input"]) == (0, 72, "real")
+    assert stem["macs_per_step"] == 8 * 16 * 9 // 2 and stem["acs_per_step"] == 0
+    assert stem["bytes_trained"] == stem["bytes_deployed"] == 72 * 4
+    conv = _row(small, "blocks.0.0.conv")
+    assert (conv["kind"], conv["params_1bit"], conv["params_32bit"]) == ("BinaryConv2d", 576, 0)
+    assert conv["input"] == "spike" and conv["out_shape"] == [2, 8, 4, 4]
+    assert conv["acs_per_step"] == 8 * 16 * 72 and conv["macs_per_step"] == 0
+    assert conv["bytes_trained"] == 576 * 4
+    assert conv["bytes_deployed"] == 576 // 8 + 8 * 4  # packed signs + fp32 alpha per channel
+    bn = _row(small, "blocks.0.0.bn")  # gamma, beta + running mean, var (num_batches_tracked: int)
+    assert (bn["params_32bit"], bn["bytes_trained"]) == (16, 32 * 4)
+    fc = _row(small, "fc")  # after head neuron + global pool: fed by (pooled) spikes
+    assert (fc["params_32bit"], fc["input"], fc["acs_per_step"]) == (27, "spike", 24)
+    assert fc["out_shape"] == [2, 3]
+    sn = _row(small, "blocks.0.1.sn")
+    assert sn["kind"] == "LIFNode" and sn["params_32bit"] == 0 and sn["out_shape"] == [2, 8, 4, 4]
+
+
+def test_totals_and_compression(small):
+    t = small["totals"]
+    assert t["params_1bit"] == 2 * 576
+    assert t["params_32bit"] == 72 + 3 * 16 + 27
+    trained = 72 * 4 + 3 * 32 * 4 + 2 * 576 * 4 + 27 * 4
+    deployed = 72 * 4 + 3 * 32 * 4 + 2 * (72 + 32) + 27 * 4
+    assert (t["bytes_trained"], t["bytes_deployed"]) == (trained, deployed)
+    assert small["compression"]["vs_fp32"] == pytest.approx(trained / deployed)
+    assert small["compression"]["vs_fp16"] == pytest.approx(trained / 2 / deployed)
+    assert t["acs_per_step"] == 2 * 8 * 16 * 72 + 24
+
+
+def test_cli_summary_checkpoint_json_matches_table(tmp_path, capsys):
+    make_checkpoint(tmp_path / "c.pt")
+    assert main(["summary", str(tmp_path / "c.pt"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["model"] == "bw_resnet_tiny" and s["T"] == 2
+    assert s["totals"]["params_1bit"] == 9 * (32 * 32 * 2 + 32 * 64 + 64 * 64 + 64 * 128 + 128 * 128)
+    assert main(["summary", str(tmp_path / "c.pt")]) == 0
+    table = capsys.readouterr().out
+    assert "blocks.2.1.conv" in table and "BinaryConv2d" in table
+    assert f"{s['compression']['vs_fp32']:.2f}x" in table
+
+
+def test_cli_summary_bad_input(tmp_path, capsys):
+    assert main(["summary", str(tmp_path / "missing.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["summary", "no_such_recipe"]) == 2
+    assert "recipe not found" in capsys.readouterr().err
