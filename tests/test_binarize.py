@@ -98,8 +98,8 @@ def test_sj_spiking_resnet18_trains_one_step(monkeypatch):
 
 def test_sj_spikformer_trains_one_step():
     torch.manual_seed(0)
-    net = spikformer.Spikformer(T=2, img_size_h=32, img_size_w=32, patch_size=16, num_classes=4,
-                                embed_dims=16, num_heads=2, depths=1, spiking_neuron=LIFNode)
+    net = spikformer.spikformer_ti(T=1, img_size_h=32, img_size_w=32, num_classes=4,
+                                   spiking_neuron=LIFNode)
     r = binarize(net)
     # SJ's Spikformer keeps its FFN/attention in Conv1d: only the SPS stem convs can be swapped
     assert r.names == [f"patch_embed.stages.{i}.conv_bn.block.0" for i in (1, 2, 3)] + [
