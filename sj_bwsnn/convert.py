@@ -139,10 +139,16 @@ def binarize(model: nn.Module, include: list[str] | str | None = None,
     exclude = [exclude] if isinstance(exclude, str) else list(exclude or [])
     report = BinarizeReport()
     candidates: list[tuple[str, nn.Module]] = []
+    convs: list[str] = []  # every Conv2d / Linear, subclasses included: "first" and "last" are
+    linears: list[str] = []  # positions in the model, whether or not the layer can be swapped
     for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            convs.append(name)
+        elif isinstance(m, nn.Linear):
+            linears.append(name)
         if isinstance(m, (BinaryConv2d, BinaryLinear)):
             continue  # already binary (binarize twice is a no-op for them)
-        if type(m) in _REPLACEABLE:
+        if type(m) in _REPLACEABLE and name:  # name "": the model itself, cannot swap in place
             candidates.append((name, m))
         elif isinstance(m, _WEIGHT_LAYERS):
             report.kept.append((name, f"{type(m).__name__} has no binary twin"))
@@ -154,8 +160,7 @@ def binarize(model: nn.Module, include: list[str] | str | None = None,
     _check_patterns("exclude", exclude, names)
     protected: dict[str, str] = {}
     if keep_first_last:
-        convs = [n for n, m in candidates if isinstance(m, nn.Conv2d)]
-        head = _classifier_name(model, [n for n, m in candidates if isinstance(m, nn.Linear)])
+        head = _classifier_name(model, linears)
         if convs:
             protected[convs[0]] = "first conv (keep_first_last=True)"
         if head is not None:

@@ -72,13 +72,13 @@ def test_patterns_and_keep_first_last():
 
 
 def test_subclasses_are_left_alone():
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), layer.WSConv2d(2, 2, 3), nn.Conv1d(2, 2, 1),
+    net = nn.Sequential(layer.WSConv2d(1, 2, 3), nn.Conv1d(2, 2, 1), nn.Conv2d(2, 2, 3),
                         nn.Conv2d(2, 2, 3), nn.Linear(2, 2))
     r = binarize(net)
-    assert r.names == ["3"]
-    assert type(net[1]) is layer.WSConv2d and type(net[2]) is nn.Conv1d
+    assert r.names == ["2", "3"]  # the WSConv2d is the first conv: "2" is not protected
+    assert type(net[0]) is layer.WSConv2d and type(net[1]) is nn.Conv1d
     kept = dict(r.kept)
-    assert kept["1"] == "WSConv2d has no binary twin" and kept["2"] == "Conv1d has no binary twin"
+    assert kept["0"] == "WSConv2d has no binary twin" and kept["1"] == "Conv1d has no binary twin"
 
 
 def test_sj_spiking_resnet18_trains_one_step(monkeypatch):
