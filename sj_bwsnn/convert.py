@@ -148,7 +148,9 @@ def binarize(model: nn.Module, include: list[str] | str | None = None,
             linears.append(name)
         if isinstance(m, (BinaryConv2d, BinaryLinear)):
             continue  # already binary (binarize twice is a no-op for them)
-        if type(m) in _REPLACEABLE and name:  # name "": the model itself, cannot swap in place
+        if not name and isinstance(m, _WEIGHT_LAYERS):
+            report.kept.append(("<model>", "the model itself is one layer: wrap it to swap it"))
+        elif type(m) in _REPLACEABLE:
             candidates.append((name, m))
         elif isinstance(m, _WEIGHT_LAYERS):
             report.kept.append((name, f"{type(m).__name__} has no binary twin"))
