@@ -221,21 +221,21 @@ def bw_spikformer_ti(pretrained: bool = False, **kwargs) -> BWSpikformer:
 
 @register_model
 def bw_spikformer_8_384(pretrained: bool = False, **kwargs) -> BWSpikformer:
-    """BW-Spikformer-8-384: 8 blocks, 384 dims, 12 heads, 224 px."""
+    """BW-Spikformer-8-384: 8 blocks, 384 dims, 12 heads (our choice), 224 px."""
     return _create(dict(embed_dim=384, depth=8, num_heads=12, img_size=224, patch_size=16),
                    pretrained, **kwargs)
 
 
 @register_model
 def bw_spikformer_8_512(pretrained: bool = False, **kwargs) -> BWSpikformer:
-    """BW-Spikformer-8-512: 8 blocks, 512 dims, 8 heads, 224 px."""
+    """BW-Spikformer-8-512: 8 blocks, 512 dims, 8 heads (Spikformer's ImageNet code), 224 px."""
     return _create(dict(embed_dim=512, depth=8, num_heads=8, img_size=224, patch_size=16),
                    pretrained, **kwargs)
 
 
 @register_model
 def bw_spikformer_8_768(pretrained: bool = False, **kwargs) -> BWSpikformer:
-    """BW-Spikformer-8-768: 8 blocks, 768 dims, 12 heads, 224 px."""
+    """BW-Spikformer-8-768: 8 blocks, 768 dims, 12 heads (Spikformer's ImageNet code), 224 px."""
     return _create(dict(embed_dim=768, depth=8, num_heads=12, img_size=224, patch_size=16),
                    pretrained, **kwargs)
 
