@@ -80,6 +80,11 @@ class TrainConfig:
     label_smoothing: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_interval: int = 0  # 0: one line per epoch only
+    # training method (sj_bwsnn.engine.methods): bptt | sltt | sltt_fused | sltt_k | ottt | dsr
+    method: str = "bptt"
+    k: int = 1  # sltt_k: time steps with backward per batch (1 <= k <= T)
+    online_update: bool = False  # ottt: an optimizer step per time step (OTTT_O)
+    mse_lambda: float = 0.0  # loss (1 - lambda) * CE + lambda * MSE(logits, one-hot)
 
 
 @dataclass
@@ -178,6 +183,11 @@ def _check_ranges(r: Recipe) -> None:
         (r.train.epochs >= 1, "train.epochs", "must be >= 1"),
         (0.0 <= r.train.label_smoothing < 1.0, "train.label_smoothing", "must lie in [0, 1)"),
         (r.train.log_interval >= 0, "train.log_interval", "must be >= 0"),
+        (r.train.k >= 1, "train.k", "must be >= 1"),
+        (r.train.method != "sltt_k" or r.train.k <= r.T, "train.k", "must be <= T for sltt_k"),
+        (0.0 <= r.train.mse_lambda <= 1.0, "train.mse_lambda", "must lie in [0, 1]"),
+        ((r.train.method == "dsr") == r.neuron.type.startswith("dsr_"), "train.method",
+         "dsr and neuron.type dsr_if/dsr_lif go together (set both or neither)"),
     ]
     for ok, key, why in checks:
         if not ok:

@@ -115,7 +115,7 @@ class Trainer:
         self.model = build_model(recipe, self.info).to(self.device)
         self.objective = build_objective(recipe)
         self.eval_loss = torch.nn.CrossEntropyLoss()
-        self.method = build_method("bptt")
+        self.method = build_method(recipe)
         o = recipe.optim
         try:
             self.optimizer = create_optimizer_v2(

@@ -7,9 +7,10 @@ from typing import Any
 from spikingjelly.activation_based import surrogate
 
 from ..errors import UserError, closest
+from .dsr import DSRIFNode, DSRLIFNode
 from .nodes import IFNode, LIFNode
 
-NEURONS = {"lif": LIFNode, "if": IFNode}
+NEURONS = {"lif": LIFNode, "if": IFNode, "dsr_if": DSRIFNode, "dsr_lif": DSRLIFNode}
 
 SURROGATES = {
     "sigmoid": surrogate.Sigmoid,

@@ -1,0 +1,146 @@
+"""SLTT, SLTT-K, OTTT (step by step, memory flat in T) and the fused SLTT variant.
+
+All four minimise the per-step loss of SLTT's code (Meng et al., ICCV 2023)::
+
+    L = (1/T) * sum_t objective(logits[t], y, x)
+
+with the temporal gradient path dropped: ``V[t-1]`` enters step ``t`` detached, so
+``dL/dW = sum_t dL_t/dW`` through the spatial path of step ``t`` only.
+
+* :class:`SLTT` — one step at a time: forward step ``t``, ``backward(L_t)``, detach every neuron's
+  state (``functional.detach_net``), next step; gradients accumulate, one optimizer step. Only one
+  step's graph is alive, so activation memory does not grow with T. BatchNorm sees ``N`` samples
+  per call (as in SLTT's code).
+* :class:`SLTTFused` — one multi-step forward with ``temporal_grad=False`` on every neuron that
+  has the flag (``sj_bwsnn.neuron`` nodes), one backward: the same gradient, with the speed of a
+  fused multi-step call (CuPy kernel on GPU) but activation memory O(T); BatchNorm sees ``T*N``.
+  Use it when memory is not the limit; use ``sltt`` when T or the batch does not fit.
+* :class:`SLTTK` — :class:`SLTT` with backward only at ``k`` steps drawn at random per batch
+  (``torch.randperm``, so runs are seeded); the other steps run under ``no_grad``, and the loss
+  still divides by T (as in SLTT-K's code). Cheaper per batch than ``sltt``.
+* :class:`OTTT` — :class:`SLTT` plus presynaptic traces for the weight gradient of every conv /
+  linear after the stem (:mod:`.traces`); ``online_update=True`` takes an optimizer step after
+  every time step (OTTT_O), ``False`` accumulates over the batch (OTTT_A).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from spikingjelly.activation_based import functional
+
+from ...errors import UserError
+from .traces import presynaptic_traces, traced_layers
+
+
+def step_inputs(model, x: torch.Tensor) -> list[torch.Tensor]:
+    """One-step inputs ``[1, N, ...]``: frame ``t`` of ``[T, N, C, H, W]`` input, or the static
+    image ``[N, C, H, W]`` repeated ``model.T`` times (direct encoding)."""
+    if not hasattr(model, "forward_seq"):
+        raise UserError(f"step-wise training needs a model with forward_seq(x) -> [T, N, K]; "
+                        f"{type(model).__name__} has none (use train.method: bptt)")
+    if x.dim() == 5:
+        return [x[t:t + 1] for t in range(x.shape[0])]
+    return [x.unsqueeze(0)] * int(model.T)
+
+
+class _StepWise:
+    """Shared loop: per step forward, ``loss_t / T``, backward where ``grad_steps`` says."""
+
+    online_update = False
+
+    def grad_steps(self, T: int) -> set[int]:
+        return set(range(T))
+
+    def context(self, model):
+        """A context active for the whole batch (OTTT: the traces)."""
+        return nullcontext()
+
+    def train_step(self, model, x, y, objective, optimizer):
+        steps = step_inputs(model, x)
+        T = len(steps)
+        chosen = self.grad_steps(T)
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=y.device)
+        logits_sum = None
+        with self.context(model):
+            for t, x_t in enumerate(steps):
+                with torch.set_grad_enabled(t in chosen):
+                    logits_t = model.forward_seq(x_t)[0]
+                    loss_t = objective(logits_t, y, x) / T
+                if t in chosen:
+                    loss_t.backward()
+                    functional.detach_net(model)  # V[t] leaves this step's graph
+                    if self.online_update:
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss_t.detach()
+                logits_sum = logits_t.detach() if logits_sum is None else logits_sum + logits_t.detach()
+        if not self.online_update:
+            optimizer.step()
+        return loss_sum, logits_sum / T
+
+
+class SLTT(_StepWise):
+    """Spatial learning through time, step by step: memory independent of T (module docstring)."""
+
+    name = "sltt"
+
+
+class SLTTK(_StepWise):
+    """SLTT with backward at ``k`` random time steps per batch, the rest under ``no_grad``."""
+
+    name = "sltt_k"
+
+    def __init__(self, k: int = 1):
+        if k < 1:
+            raise UserError(f"train.k must be >= 1 for sltt_k, got {k}")
+        self.k = int(k)
+
+    def grad_steps(self, T: int) -> set[int]:
+        if self.k > T:
+            raise UserError(f"train.k = {self.k} exceeds the {T} time steps; choose k <= T")
+        return set(torch.randperm(T)[:self.k].tolist())
+
+
+class OTTT(_StepWise):
+    """Online training through time: SLTT plus presynaptic traces ``a_hat[t] = lambda *
+    a_hat[t-1] + s[t]`` for the weight gradients (:mod:`.traces`).
+
+    :param trace_decay: ``lambda``; ``1 - 1/tau`` for LIF neurons, ``1`` for IF.
+    :param online_update: an optimizer step after every time step instead of one per batch.
+    """
+
+    name = "ottt"
+
+    def __init__(self, trace_decay: float = 0.5, online_update: bool = False):
+        if not 0.0 <= trace_decay <= 1.0:
+            raise UserError(f"OTTT trace decay must lie in [0, 1], got {trace_decay}")
+        self.trace_decay = float(trace_decay)
+        self.online_update = bool(online_update)
+
+    def context(self, model):
+        return presynaptic_traces(traced_layers(model), self.trace_decay)
+
+
+class SLTTFused(_StepWise):
+    """The SLTT gradient from one multi-step forward with ``temporal_grad=False`` nodes (fast,
+    memory O(T)); see the module docstring for when to prefer :class:`SLTT`."""
+
+    name = "sltt_fused"
+
+    def train_step(self, model, x, y, objective, optimizer):
+        nodes = [m for m in model.modules() if hasattr(m, "temporal_grad")]
+        if not nodes:
+            raise UserError("train.method sltt_fused needs sj_bwsnn.neuron nodes (temporal_grad "
+                            "flag); use train.method: sltt for other neurons")
+        for m in nodes:  # the forward is unchanged, so evaluation is unaffected
+            m.temporal_grad = False
+        optimizer.zero_grad(set_to_none=True)
+        logits_seq = model.forward_seq(x)
+        T = logits_seq.shape[0]
+        loss = sum(objective(logits_seq[t], y, x) for t in range(T)) / T
+        loss.backward()
+        optimizer.step()
+        return loss.detach(), logits_seq.detach().mean(0)
