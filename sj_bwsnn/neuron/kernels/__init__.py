@@ -1,0 +1,129 @@
+"""CUDA source of the fused multi-step neurons and its CuPy loader.
+
+``multistep.cu`` holds both kernels (forward, backward; see its header for the equations and what is
+stored). One module is compiled per :class:`KernelConfig` with ``-D`` defines and cached per device.
+:class:`CupyLauncher` launches them on PyTorch's current stream with raw ``data_ptr()`` integers:
+no DLPack exchange, no host synchronisation. :mod:`.host` builds the same source with g++ for the
+CPU tests and exposes the same ``forward`` / ``backward`` methods.
+
+This module imports no CuPy at import time, so CPU-only installs can import the package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import torch
+
+SOURCE_PATH = Path(__file__).with_name("multistep.cu")
+
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+# SpikingJelly 2.0's fast-path surrogate ids (spikingjelly/_ops/surrogate.py); the kernel uses the same.
+SURROGATE_IDS = {
+    "Sigmoid": 0, "ATan": 1, "PiecewiseQuadratic": 2, "PiecewiseExp": 3,
+    "SoftSign": 4, "SuperSpike": 5, "Erf": 6,
+}
+
+BLOCK = 256
+
+
+def surrogate_spec(fn) -> Optional[tuple[int, float]]:
+    """``(kernel surrogate id, alpha)`` for a SpikingJelly surrogate the kernel implements, else None.
+
+    Only SpikingJelly's own classes in spiking mode with a Python-number ``alpha`` qualify (a learnable
+    tensor alpha or a user subclass has no in-kernel formula).
+    """
+    from spikingjelly.activation_based import surrogate
+
+    cls = type(fn)
+    if cls.__module__ != surrogate.__name__ or cls.__name__ not in SURROGATE_IDS:
+        return None
+    alpha = getattr(fn, "alpha", None)
+    if not getattr(fn, "spiking", True) or isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        return None
+    return SURROGATE_IDS[cls.__name__], float(alpha)
+
+
+class KernelConfig(NamedTuple):
+    """Compile-time configuration of one kernel module (the ``-D`` defines of ``multistep.cu``)."""
+
+    lif: bool
+    decay_input: bool
+    soft_reset: bool
+    dtype: int  # DTYPE_CODES value
+    surrogate: int  # SURROGATE_IDS value
+    detach_reset: bool
+    temporal_grad: bool
+
+    def defines(self) -> tuple[str, ...]:
+        return (
+            f"-DSJB_LIF={int(self.lif)}", f"-DSJB_DECAY_INPUT={int(self.decay_input)}",
+            f"-DSJB_SOFT_RESET={int(self.soft_reset)}", f"-DSJB_DTYPE={int(self.dtype)}",
+            f"-DSJB_SURROGATE={int(self.surrogate)}", f"-DSJB_DETACH_RESET={int(self.detach_reset)}",
+            f"-DSJB_TEMPORAL_GRAD={int(self.temporal_grad)}",
+        )
+
+
+def source() -> str:
+    return SOURCE_PATH.read_text()
+
+
+def _ptr(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+class CupyLauncher:
+    """Compiles (once per device and configuration) and launches the kernels with CuPy.
+
+    Arguments go in as Python ints (pointers, sizes) and floats, which CuPy passes as 64-bit integers and
+    doubles, matching the kernels' ``long long`` / ``double`` / pointer parameters.
+    """
+
+    def __init__(self):
+        import cupy
+
+        self._cupy = cupy
+        self._functions: dict = {}
+        self._streams: dict = {}
+
+    def _kernels(self, cfg: KernelConfig, device: int):
+        key = (device, cfg)
+        fns = self._functions.get(key)
+        if fns is None:
+            with self._cupy.cuda.Device(device):
+                module = self._cupy.RawModule(code=source(), options=("-std=c++17", *cfg.defines()))
+                fns = tuple(module.get_function(name).kernel
+                            for name in ("sjb_multistep_forward", "sjb_multistep_backward"))
+            self._functions[key] = fns
+        return fns
+
+    def _stream(self, device: int):
+        ptr = torch.cuda.current_stream(device).cuda_stream
+        stream = self._streams.get(ptr)
+        if stream is None:
+            stream = self._streams[ptr] = self._cupy.cuda.ExternalStream(ptr, device)
+        return stream
+
+    def _launch(self, which: int, cfg: KernelConfig, ref: torch.Tensor, args: tuple):
+        device = ref.device.index
+        fn = self._kernels(cfg, device)[which]
+        M = ref[0].numel()
+        grid = ((M + BLOCK - 1) // BLOCK,)
+        with self._cupy.cuda.Device(device):
+            fn(grid, (BLOCK,), args, 0, self._stream(device))
+
+    def forward(self, cfg, x, v0, spike, m, v_last, v_seq, tau, v_th, v_reset):
+        T, M = x.shape[0], x[0].numel()
+        args = (x.data_ptr(), v0.data_ptr(), spike.data_ptr(), m.data_ptr(), v_last.data_ptr(),
+                _ptr(v_seq), M, T, float(tau), float(v_th), float(v_reset))
+        self._launch(0, cfg, x, args)
+
+    def backward(self, cfg, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0,
+                 tau, v_th, v_reset, alpha):
+        T, M = m.shape[0], m[0].numel()
+        args = (grad_spike.data_ptr(), _ptr(grad_v_seq), _ptr(grad_v_last), m.data_ptr(),
+                grad_x.data_ptr(), grad_v0.data_ptr(), M, T, float(tau), float(v_th),
+                float(v_reset), float(alpha))
+        self._launch(1, cfg, m, args)
