@@ -23,6 +23,10 @@ import sysconfig
 from sj_bwsnn.neuron.kernels import SURROGATE_IDS, KernelConfig, source
 
 
+# What cupy.RawModule (CuPy 14) adds to our options: see cupy/cuda/compiler.py.
+CUPY_OPTIONS = ("-std=c++17", "--device-as-default-execution-space", "-ftz=true")
+
+
 def load_nvrtc() -> ctypes.CDLL:
     site = sysconfig.get_paths()["purelib"]
     candidates = sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib", "libnvrtc.so*")))
@@ -40,7 +44,7 @@ def load_nvrtc() -> ctypes.CDLL:
     sys.exit(2)
 
 
-def compile_one(nvrtc, src: bytes, options: list[str]) -> tuple[bool, str, int]:
+def compile_one(nvrtc, src: bytes, options: list[str]) -> tuple[bool, str]:
     prog = ctypes.c_void_p()
     rc = nvrtc.nvrtcCreateProgram(ctypes.byref(prog), src, b"multistep.cu", 0, None, None)
     assert rc == 0, f"nvrtcCreateProgram failed: {rc}"
@@ -50,11 +54,8 @@ def compile_one(nvrtc, src: bytes, options: list[str]) -> tuple[bool, str, int]:
     nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value)
     nvrtc.nvrtcGetProgramLog(prog, log)
-    ptx_size = ctypes.c_size_t()
-    if rc == 0:
-        nvrtc.nvrtcGetPTXSize(prog, ctypes.byref(ptx_size))
     nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
-    return rc == 0, log.value.decode(errors="replace").strip(), ptx_size.value
+    return rc == 0, log.value.decode(errors="replace").strip()
 
 
 def configs(quick: bool):
@@ -68,7 +69,7 @@ def configs(quick: bool):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="compute_90")
+    parser.add_argument("--arch", default="sm_90", help="sm_XX (cubin, what CuPy builds) or compute_XX (PTX)")
     parser.add_argument("--quick", action="store_true", help="two surrogates instead of all seven")
     args = parser.parse_args()
     nvrtc = load_nvrtc()
@@ -77,7 +78,7 @@ def main() -> int:
     src = source().encode()
     n = failed = 0
     for cfg in configs(args.quick):
-        ok, log, ptx = compile_one(nvrtc, src, [f"--gpu-architecture={args.arch}", "-std=c++17", *cfg.defines()])
+        ok, log = compile_one(nvrtc, src, [f"--gpu-architecture={args.arch}", *CUPY_OPTIONS, *cfg.defines()])
         n += 1
         if not ok or log:
             print(f"{'FAIL' if not ok else 'warn'} {cfg}: {log}")
