@@ -1,7 +1,9 @@
 """Fused multi-step LIF / IF (the ``'cupy'`` backend of :mod:`sj_bwsnn.neuron.nodes`).
 
-Autograd and ``torch.compile`` go through two ``torch.library`` custom ops, so a compiled model sees
-one opaque node per neuron layer (no graph break) and eager mode pays one dispatcher call each way:
+Under ``torch.compile`` the kernels run inside two ``torch.library`` custom ops, so a compiled model
+sees one opaque node per neuron layer (no graph break); eager mode calls the same implementations
+through a ``torch.autograd.Function``, because the custom-op dispatcher and its autograd wrapper cost
+about 3x more host time per call (measured on the CPU with a no-op launcher):
 
 * ``sj_bwsnn::multistep_forward(x, v0, cfg, tau, v_threshold, v_reset, store_v_seq)
   -> (spike, m, v_last, v_seq)`` with ``m = H - V_th`` saved for backward;
@@ -51,62 +53,95 @@ def _same_layout(t: Optional[Tensor], ref: Tensor, dtype: torch.dtype) -> Option
     return torch.empty_like(ref, dtype=dtype).copy_(t)
 
 
-@torch.library.custom_op("sj_bwsnn::multistep_forward", mutates_args=())
-def _forward_op(x: Tensor, v0: Tensor, cfg: list[int], tau: float, v_threshold: float,
-                v_reset: float, alpha: float, store_v_seq: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    spike, m, v_last, v_seq = _forward_fake(x, v0, cfg, tau, v_threshold, v_reset, alpha, store_v_seq)
+def _forward_impl(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq):
+    spike, m, v_last, v_seq = _forward_fake(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq)
     if x.numel():
-        get_launcher().forward(KernelConfig(*cfg), x, v0, spike, m, v_last,
+        get_launcher().forward(KernelConfig(*cfg), x, v0, v_init, spike, m, v_last,
                                v_seq if store_v_seq else None, tau, v_threshold, v_reset)
-    else:
+    elif v0 is not None:
         v_last.copy_(v0)
+    else:
+        v_last.fill_(v_init)
     return spike, m, v_last, v_seq
 
 
+@torch.library.custom_op("sj_bwsnn::multistep_forward", mutates_args=())
+def _forward_op(x: Tensor, v0: Optional[Tensor], v_init: float, cfg: list[int], tau: float,
+                v_threshold: float, v_reset: float, alpha: float,
+                store_v_seq: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _forward_impl(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq)
+
+
 @_forward_op.register_fake
-def _forward_fake(x, v0, cfg, tau, v_threshold, v_reset, alpha, store_v_seq):
+def _forward_fake(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq):
     v_seq = torch.empty_like(x, dtype=torch.float32) if store_v_seq else x.new_empty((0,), dtype=torch.float32)
-    return torch.empty_like(x), torch.empty_like(x), torch.empty_like(v0), v_seq
+    return torch.empty_like(x), torch.empty_like(x), torch.empty_like(x[0], dtype=torch.float32), v_seq
 
 
-@torch.library.custom_op("sj_bwsnn::multistep_backward", mutates_args=())
-def _backward_op(grad_spike: Tensor, grad_v_seq: Optional[Tensor], grad_v_last: Optional[Tensor],
-                 m: Tensor, cfg: list[int], tau: float, v_threshold: float, v_reset: float,
-                 alpha: float) -> tuple[Tensor, Tensor]:
-    grad_x, grad_v0 = _backward_fake(grad_spike, grad_v_seq, grad_v_last, m, cfg, tau, v_threshold,
-                                     v_reset, alpha)
+def _backward_impl(grad_spike, grad_v_seq, grad_v_last, m, want_grad_v0, cfg, tau, v_threshold, v_reset,
+                   alpha):
+    grad_x, grad_v0 = _backward_fake(grad_spike, grad_v_seq, grad_v_last, m, want_grad_v0, cfg, tau,
+                                     v_threshold, v_reset, alpha)
     if m.numel():
         get_launcher().backward(KernelConfig(*cfg), grad_spike, grad_v_seq, grad_v_last, m, grad_x,
-                                grad_v0, tau, v_threshold, v_reset, alpha)
-    else:
+                                grad_v0 if want_grad_v0 else None, tau, v_threshold, v_reset, alpha)
+    elif want_grad_v0:
         grad_v0.copy_(grad_v_last if grad_v_last is not None else torch.zeros_like(grad_v0))
     return grad_x, grad_v0
 
 
+@torch.library.custom_op("sj_bwsnn::multistep_backward", mutates_args=())
+def _backward_op(grad_spike: Tensor, grad_v_seq: Optional[Tensor], grad_v_last: Optional[Tensor],
+                 m: Tensor, want_grad_v0: bool, cfg: list[int], tau: float, v_threshold: float,
+                 v_reset: float, alpha: float) -> tuple[Tensor, Tensor]:
+    return _backward_impl(grad_spike, grad_v_seq, grad_v_last, m, want_grad_v0, cfg, tau, v_threshold,
+                          v_reset, alpha)
+
+
 @_backward_op.register_fake
-def _backward_fake(grad_spike, grad_v_seq, grad_v_last, m, cfg, tau, v_threshold, v_reset, alpha):
-    return torch.empty_like(m), torch.empty_like(m[0], dtype=torch.float32)
+def _backward_fake(grad_spike, grad_v_seq, grad_v_last, m, want_grad_v0, cfg, tau, v_threshold, v_reset,
+                   alpha):
+    grad_v0 = torch.empty_like(m[0], dtype=torch.float32) if want_grad_v0 else m.new_empty((0,), dtype=torch.float32)
+    return torch.empty_like(m), grad_v0
 
 
 def _setup_context(ctx, inputs, output):
-    _, _, cfg, tau, v_threshold, v_reset, alpha, _ = inputs
+    _, v0, _, cfg, tau, v_threshold, v_reset, alpha, _ = inputs
     ctx.save_for_backward(output[1])
+    # dL/dV[-1] exists only for a tensor state and a kept temporal path (cfg[6] = temporal_grad)
+    ctx.want_grad_v0 = v0 is not None and bool(cfg[6])
     ctx.args = (cfg, tau, v_threshold, v_reset, alpha)
 
 
-def _backward(ctx, grad_spike, _grad_m, grad_v_last, grad_v_seq):
+def _backward(ctx, grad_spike, _grad_m, grad_v_last, grad_v_seq, backward_fn=_backward_op):
     (m,) = ctx.saved_tensors
     cfg, tau, v_threshold, v_reset, alpha = ctx.args
     grad_spike = torch.zeros_like(m) if grad_spike is None else _same_layout(grad_spike, m, m.dtype)
-    grad_v_seq = _same_layout(grad_v_seq, m, torch.float32) if grad_v_seq is not None and grad_v_seq.numel() else None
+    has_seq = grad_v_seq is not None and grad_v_seq.numel() > 0
+    grad_v_seq = _same_layout(grad_v_seq, m, torch.float32) if has_seq else None
     grad_v_last = _same_layout(grad_v_last, m[0], torch.float32)
-    grad_x, grad_v0 = _backward_op(grad_spike, grad_v_seq, grad_v_last, m, cfg, tau, v_threshold,
-                                   v_reset, alpha)
-    temporal = bool(cfg[6])
-    return grad_x, (grad_v0 if temporal else None), None, None, None, None, None, None
+    grad_x, grad_v0 = backward_fn(grad_spike, grad_v_seq, grad_v_last, m, ctx.want_grad_v0, cfg, tau,
+                                  v_threshold, v_reset, alpha)
+    return grad_x, (grad_v0 if ctx.want_grad_v0 else None), None, None, None, None, None, None, None
 
 
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerMultiStep(torch.autograd.Function):
+    """The eager entry point: same implementations and backward as the custom ops, less host work."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _forward_impl(*inputs)
+        _setup_context(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # unused outputs arrive as None: no zero tensors to build
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _backward(ctx, *grads, backward_fn=_backward_impl)
 
 
 def _time_major_dense(x: Tensor) -> bool:
@@ -135,13 +170,16 @@ def unsupported_reason(node, x: Tensor) -> Optional[str]:
     return None
 
 
-def _initial_state(node, x: Tensor) -> Tensor:
-    """``node.v`` as an fp32 tensor laid out like ``x[0]`` (SpikingJelly's materialize_states rules)."""
+def _initial_state(node, x: Tensor) -> tuple[Optional[Tensor], float]:
+    """``(v0, v_init)``: ``node.v`` as an fp32 tensor laid out like ``x[0]``, or ``(None, value)`` when
+    the state is a constant (after ``reset_net``; the kernel then starts from ``value`` and no fill
+    kernel runs). Same rules as SpikingJelly's ``materialize_states``: a shape change re-initialises."""
     v = node.v
-    if isinstance(v, Tensor) and v.shape == x.shape[1:]:
-        return _same_layout(v.to(x.device), x[0], torch.float32)
-    value = float(v) if not isinstance(v, Tensor) else (0.0 if node.v_reset is None else float(node.v_reset))
-    return torch.full_like(x[0], value, dtype=torch.float32)
+    if not isinstance(v, Tensor):
+        return None, float(v)
+    if v.shape != x.shape[1:]:
+        return None, 0.0 if node.v_reset is None else float(node.v_reset)
+    return _same_layout(v.to(x.device), x[0], torch.float32), 0.0
 
 
 def _run(node, x_seq: Tensor, lif: bool) -> Tensor:
@@ -155,9 +193,11 @@ def _run(node, x_seq: Tensor, lif: bool) -> Tensor:
            int(node.detach_reset), int(node.temporal_grad)]
     tau = float(node.tau) if lif else 1.0
     v_reset = 0.0 if soft else float(node.v_reset)
-    spike, _, v_last, v_seq = _forward_op(x, _initial_state(node, x), cfg, tau, float(node.v_threshold),
-                                          v_reset, alpha, bool(node.store_v_seq))
-    node.v = v_last
+    apply = _forward_op if torch.compiler.is_compiling() else _EagerMultiStep.apply
+    v0, v_init = _initial_state(node, x)
+    spike, _, v_last, v_seq = apply(x, v0, v_init, cfg, tau, float(node.v_threshold), v_reset, alpha,
+                                    bool(node.store_v_seq))
+    node._memories["v"] = v_last  # as SpikingJelly's own multi_step_forward does
     node.v_seq = v_seq if node.store_v_seq else None
     return spike
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import torch
+from spikingjelly.activation_based import surrogate as _sj_surrogate
 
 SOURCE_PATH = Path(__file__).with_name("multistep.cu")
 
@@ -26,6 +27,8 @@ SURROGATE_IDS = {
     "SoftSign": 4, "SuperSpike": 5, "Erf": 6,
 }
 
+_SURROGATE_CLASSES = {getattr(_sj_surrogate, name): i for name, i in SURROGATE_IDS.items()}
+
 BLOCK = 256
 
 
@@ -35,15 +38,13 @@ def surrogate_spec(fn) -> Optional[tuple[int, float]]:
     Only SpikingJelly's own classes in spiking mode with a Python-number ``alpha`` qualify (a learnable
     tensor alpha or a user subclass has no in-kernel formula).
     """
-    from spikingjelly.activation_based import surrogate
-
-    cls = type(fn)
-    if cls.__module__ != surrogate.__name__ or cls.__name__ not in SURROGATE_IDS:
+    sid = _SURROGATE_CLASSES.get(type(fn))  # exact class: a subclass may change the formula
+    if sid is None:
         return None
     alpha = getattr(fn, "alpha", None)
     if not getattr(fn, "spiking", True) or isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
         return None
-    return SURROGATE_IDS[cls.__name__], float(alpha)
+    return sid, float(alpha)
 
 
 class KernelConfig(NamedTuple):
@@ -114,16 +115,16 @@ class CupyLauncher:
         with self._cupy.cuda.Device(device):
             fn(grid, (BLOCK,), args, 0, self._stream(device))
 
-    def forward(self, cfg, x, v0, spike, m, v_last, v_seq, tau, v_th, v_reset):
+    def forward(self, cfg, x, v0, v_init, spike, m, v_last, v_seq, tau, v_th, v_reset):
         T, M = x.shape[0], x[0].numel()
-        args = (x.data_ptr(), v0.data_ptr(), spike.data_ptr(), m.data_ptr(), v_last.data_ptr(),
-                _ptr(v_seq), M, T, float(tau), float(v_th), float(v_reset))
+        args = (x.data_ptr(), _ptr(v0), spike.data_ptr(), m.data_ptr(), v_last.data_ptr(),
+                _ptr(v_seq), M, T, float(tau), float(v_th), float(v_reset), float(v_init))
         self._launch(0, cfg, x, args)
 
     def backward(self, cfg, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0,
                  tau, v_th, v_reset, alpha):
         T, M = m.shape[0], m[0].numel()
         args = (grad_spike.data_ptr(), _ptr(grad_v_seq), _ptr(grad_v_last), m.data_ptr(),
-                grad_x.data_ptr(), grad_v0.data_ptr(), M, T, float(tau), float(v_th),
+                grad_x.data_ptr(), _ptr(grad_v0), M, T, float(tau), float(v_th),
                 float(v_reset), float(alpha))
         self._launch(1, cfg, m, args)

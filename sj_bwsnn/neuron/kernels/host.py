@@ -19,7 +19,7 @@ from . import SOURCE_PATH, KernelConfig, _ptr
 SHIM_PATH = Path(__file__).with_name("host_shim.h")
 
 _P, _LL, _D = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_double
-_FORWARD_ARGS = [_P] * 6 + [_LL, _LL, _D, _D, _D]
+_FORWARD_ARGS = [_P] * 6 + [_LL, _LL, _D, _D, _D, _D]
 _BACKWARD_ARGS = [_P] * 6 + [_LL, _LL, _D, _D, _D, _D]
 
 
@@ -52,13 +52,13 @@ class HostLauncher:
             self._libs[cfg] = lib
         return lib
 
-    def forward(self, cfg, x, v0, spike, m, v_last, v_seq, tau, v_th, v_reset):
+    def forward(self, cfg, x, v0, v_init, spike, m, v_last, v_seq, tau, v_th, v_reset):
         self.library(cfg).sjb_multistep_forward(
-            x.data_ptr(), v0.data_ptr(), spike.data_ptr(), m.data_ptr(), v_last.data_ptr(),
-            _ptr(v_seq), x[0].numel(), x.shape[0], tau, v_th, v_reset)
+            x.data_ptr(), _ptr(v0), spike.data_ptr(), m.data_ptr(), v_last.data_ptr(),
+            _ptr(v_seq), x[0].numel(), x.shape[0], tau, v_th, v_reset, v_init)
 
     def backward(self, cfg, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0,
                  tau, v_th, v_reset, alpha):
         self.library(cfg).sjb_multistep_backward(
             grad_spike.data_ptr(), _ptr(grad_v_seq), _ptr(grad_v_last), m.data_ptr(),
-            grad_x.data_ptr(), grad_v0.data_ptr(), m[0].numel(), m.shape[0], tau, v_th, v_reset, alpha)
+            grad_x.data_ptr(), _ptr(grad_v0), m[0].numel(), m.shape[0], tau, v_th, v_reset, alpha)

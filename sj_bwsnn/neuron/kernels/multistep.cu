@@ -100,16 +100,17 @@ __device__ __forceinline__ float sjb_charge(float v, float x, float tau, float v
 }
 
 // x, spike, m: [T, M] in the storage dtype; v0, v_last: [M] fp32; v_seq: [T, M] fp32 or null.
+// v0 null: every neuron starts from v_init (the state after reset_net; saves a fill kernel).
 extern "C" __global__ void sjb_multistep_forward(
     const sjb_t* __restrict__ x, const float* __restrict__ v0, sjb_t* __restrict__ spike,
     sjb_t* __restrict__ m_seq, float* __restrict__ v_last, float* __restrict__ v_seq,
-    long long M, long long T, double tau_d, double v_th_d, double v_reset_d) {
-    const float tau = (float)tau_d, v_th = (float)v_th_d;
+    long long M, long long T, double tau_d, double v_th_d, double v_reset_d, double v_init_d) {
+    const float tau = (float)tau_d, v_th = (float)v_th_d, v_init = (float)v_init_d;
     const float v_reset = SJB_SOFT_RESET ? 0.0f : (float)v_reset_d;
     (void)tau, (void)v_reset;  // unused in some configurations
     for (long long n = (long long)blockIdx.x * blockDim.x + threadIdx.x; n < M;
          n += (long long)blockDim.x * gridDim.x) {
-        float v = v0[n];
+        float v = v0 ? v0[n] : v_init;
         for (long long t = 0; t < T; ++t) {
             const long long i = t * M + n;
             const float h = sjb_charge(v, sjb_load(x[i]), tau, v_reset);
@@ -129,7 +130,7 @@ extern "C" __global__ void sjb_multistep_forward(
 }
 
 // grad_spike, m_seq, grad_x: [T, M] storage dtype; grad_v_seq: [T, M] fp32 or null;
-// grad_v_last: [M] fp32 or null; grad_v0: [M] fp32 (dL/dV[-1]; zero when SJB_TEMPORAL_GRAD is 0).
+// grad_v_last: [M] fp32 or null; grad_v0: [M] fp32 dL/dV[-1], or null when not wanted.
 extern "C" __global__ void sjb_multistep_backward(
     const sjb_t* __restrict__ grad_spike, const float* __restrict__ grad_v_seq,
     const float* __restrict__ grad_v_last, const sjb_t* __restrict__ m_seq,
@@ -168,6 +169,6 @@ extern "C" __global__ void sjb_multistep_backward(
             grad_v = grad_h;
 #endif
         }
-        grad_v0[n] = grad_v;
+        if (grad_v0) grad_v0[n] = grad_v;
     }
 }
