@@ -222,3 +222,57 @@ def test_temporal_grad_false_drops_the_temporal_path(store):
     assert torch.equal(full(x2), spikes)
     if store:
         assert torch.equal(node.v_seq, full.v_seq) and node.v_seq.shape == x.shape
+
+
+def test_cupy_launcher_packs_arguments_like_the_kernel_signatures(monkeypatch):
+    """CupyLauncher against a stand-in CuPy: options, per-config caching, one stream, argument types."""
+    import re
+    import sys
+    import types
+
+    import numpy as np
+
+    from sj_bwsnn.neuron.kernels import CupyLauncher, KernelConfig, source
+
+    calls, modules = [], []
+
+    class Fn:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, grid, block, args, shared_mem, stream):
+            calls.append((self.name, grid, block, args, stream))
+
+    class RawModule:
+        def __init__(self, code, options):
+            modules.append(options)
+
+        def get_function(self, name):
+            return types.SimpleNamespace(kernel=Fn(name))
+
+    class Device:
+        def __init__(self, index):
+            pass
+
+        __enter__ = lambda self: self  # noqa: E731
+        __exit__ = lambda self, *exc: None  # noqa: E731
+
+    fake = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(
+        Device=Device, ExternalStream=lambda ptr, device: ("stream", ptr, device)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=1234))
+    x = torch.randn(3, 600)
+    launcher = CupyLauncher()
+    cfg = KernelConfig(True, True, False, 0, 2, False, True)
+    for _ in range(2):
+        launcher.forward(cfg, x, None, 0.5, x, x, x[0], None, 2.0, 1.0, 0.0)
+        launcher.backward(cfg, x, x, None, x, x, x[0], 2.0, 1.0, 0.0, 4.0)
+    assert len(modules) == 1 and "-DSJB_SURROGATE=2" in modules[0]
+    n_params = {name: len(re.search(name + r"\((.*?)\)\s*{", source(), re.S).group(1).split(","))
+                for name in ("sjb_multistep_forward", "sjb_multistep_backward")}
+    for name, grid, block, args, stream in calls:
+        assert grid == (3,) and block == (256,) and stream == ("stream", 1234, None)
+        assert len(args) == n_params[name]
+        assert all(isinstance(a, (np.uint64, np.int64, np.float64)) for a in args)
+    fwd = calls[0][3]
+    assert fwd[1] == 0 and fwd[5] == 0 and fwd[6] == 600 and fwd[7] == 3 and fwd[11] == 0.5

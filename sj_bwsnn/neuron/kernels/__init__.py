@@ -78,14 +78,17 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
 class CupyLauncher:
     """Compiles (once per device and configuration) and launches the kernels with CuPy.
 
-    Arguments go in as Python ints (pointers, sizes) and floats, which CuPy passes as 64-bit integers and
-    doubles, matching the kernels' ``long long`` / ``double`` / pointer parameters.
+    Arguments go in as NumPy 64-bit scalars (pointers as uint64, sizes as int64, scalars as float64),
+    which CuPy packs by item size, matching the kernels' pointer / ``long long`` / ``double`` parameters.
+    (Plain Python ints would also become int64 in CuPy's packing, but the explicit types do not depend
+    on that.)
     """
 
     def __init__(self):
         import cupy
+        import numpy
 
-        self._cupy = cupy
+        self._cupy, self._np = cupy, numpy
         self._functions: dict = {}
         self._streams: dict = {}
 
@@ -111,20 +114,21 @@ class CupyLauncher:
         device = ref.device.index
         fn = self._kernels(cfg, device)[which]
         M = ref[0].numel()
-        grid = ((M + BLOCK - 1) // BLOCK,)
+        grid = (min((M + BLOCK - 1) // BLOCK, 2**31 - 1),)  # the kernels' grid-stride loops cover the rest
         with self._cupy.cuda.Device(device):
             fn(grid, (BLOCK,), args, 0, self._stream(device))
 
     def forward(self, cfg, x, v0, v_init, spike, m, v_last, v_seq, tau, v_th, v_reset):
+        P, L, D = self._np.uint64, self._np.int64, self._np.float64
         T, M = x.shape[0], x[0].numel()
-        args = (x.data_ptr(), _ptr(v0), spike.data_ptr(), m.data_ptr(), v_last.data_ptr(),
-                _ptr(v_seq), M, T, float(tau), float(v_th), float(v_reset), float(v_init))
+        args = (P(x.data_ptr()), P(_ptr(v0)), P(spike.data_ptr()), P(m.data_ptr()), P(v_last.data_ptr()),
+                P(_ptr(v_seq)), L(M), L(T), D(tau), D(v_th), D(v_reset), D(v_init))
         self._launch(0, cfg, x, args)
 
     def backward(self, cfg, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0,
                  tau, v_th, v_reset, alpha):
+        P, L, D = self._np.uint64, self._np.int64, self._np.float64
         T, M = m.shape[0], m[0].numel()
-        args = (grad_spike.data_ptr(), _ptr(grad_v_seq), _ptr(grad_v_last), m.data_ptr(),
-                grad_x.data_ptr(), _ptr(grad_v0), M, T, float(tau), float(v_th),
-                float(v_reset), float(alpha))
+        args = (P(grad_spike.data_ptr()), P(_ptr(grad_v_seq)), P(_ptr(grad_v_last)), P(m.data_ptr()),
+                P(grad_x.data_ptr()), P(_ptr(grad_v0)), L(M), L(T), D(tau), D(v_th), D(v_reset), D(alpha))
         self._launch(1, cfg, m, args)
