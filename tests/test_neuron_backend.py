@@ -276,3 +276,16 @@ def test_cupy_launcher_packs_arguments_like_the_kernel_signatures(monkeypatch):
         assert all(isinstance(a, (np.uint64, np.int64, np.float64)) for a in args)
     fwd = calls[0][3]
     assert fwd[1] == 0 and fwd[5] == 0 and fwd[6] == 600 and fwd[7] == 3 and fwd[11] == 0.5
+
+
+@needs_gxx
+def test_fused_no_grad_path_matches(host_kernels):
+    """Without autograd (no_grad / evaluation) the kernel skips saving M and gives the same outputs."""
+    x = torch.randn(4, 3, 10)
+    a, b = make_node("if", v_reset=None, store_v_seq=True), make_node("if", v_reset=None, store_v_seq=True)
+    with torch.no_grad():
+        s_a = run(a, x, True)
+    s_b = run(b, x.clone().requires_grad_(), True)
+    assert s_b.requires_grad and not s_a.requires_grad
+    assert torch.equal(s_a, s_b.detach()) and torch.equal(a.v, b.v.detach())
+    assert torch.equal(a.v_seq, b.v_seq.detach())

@@ -3,12 +3,15 @@
 Under ``torch.compile`` the kernels run inside two ``torch.library`` custom ops, so a compiled model
 sees one opaque node per neuron layer (no graph break); eager mode calls the same implementations
 through a ``torch.autograd.Function``, because the custom-op dispatcher and its autograd wrapper cost
-about 3x more host time per call (measured on the CPU with a no-op launcher):
+roughly 2.5-3.5x more host time per forward+backward (measured on a CPU with a no-op launcher):
 
-* ``sj_bwsnn::multistep_forward(x, v0, cfg, tau, v_threshold, v_reset, store_v_seq)
-  -> (spike, m, v_last, v_seq)`` with ``m = H - V_th`` saved for backward;
-* ``sj_bwsnn::multistep_backward(grad_spike, grad_v_seq, grad_v_last, m, cfg, tau, v_threshold,
-  v_reset, alpha) -> (grad_x, grad_v0)``.
+* ``sj_bwsnn::multistep_forward(x, v0?, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq)
+  -> (spike, m, v_last, v_seq)`` with ``m = H - V_th`` saved for backward; ``v0`` None means every
+  neuron starts at ``v_init`` (the state after ``reset_net``); ``v_seq`` is empty unless stored;
+* ``sj_bwsnn::multistep_backward(grad_spike, grad_v_seq?, grad_v_last?, m, want_grad_v0, cfg, tau,
+  v_threshold, v_reset, alpha) -> (grad_x, grad_v0)``.
+
+``cfg`` is :class:`~.kernels.KernelConfig` as a list of ints; each distinct one compiles once.
 
 Layouts: ``x`` must be time-major and dense (``x.stride(0) == x[0].numel()``, any dense layout of
 one step, e.g. a channels_last conv output viewed as ``[T, N, C, H, W]``); the kernels index flat
@@ -53,10 +56,10 @@ def _same_layout(t: Optional[Tensor], ref: Tensor, dtype: torch.dtype) -> Option
     return torch.empty_like(ref, dtype=dtype).copy_(t)
 
 
-def _forward_impl(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq):
+def _forward_impl(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq, save_m=True):
     spike, m, v_last, v_seq = _forward_fake(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq)
     if x.numel():
-        get_launcher().forward(KernelConfig(*cfg), x, v0, v_init, spike, m, v_last,
+        get_launcher().forward(KernelConfig(*cfg), x, v0, v_init, spike, m if save_m else None, v_last,
                                v_seq if store_v_seq else None, tau, v_threshold, v_reset)
     elif v0 is not None:
         v_last.copy_(v0)
@@ -193,10 +196,14 @@ def _run(node, x_seq: Tensor, lif: bool) -> Tensor:
            int(node.detach_reset), int(node.temporal_grad)]
     tau = float(node.tau) if lif else 1.0
     v_reset = 0.0 if soft else float(node.v_reset)
-    apply = _forward_op if torch.compiler.is_compiling() else _EagerMultiStep.apply
     v0, v_init = _initial_state(node, x)
-    spike, _, v_last, v_seq = apply(x, v0, v_init, cfg, tau, float(node.v_threshold), v_reset, alpha,
-                                    bool(node.store_v_seq))
+    args = (x, v0, v_init, cfg, tau, float(node.v_threshold), v_reset, alpha, bool(node.store_v_seq))
+    if torch.compiler.is_compiling():
+        spike, _, v_last, v_seq = _forward_op(*args)
+    elif torch.is_grad_enabled() and (x.requires_grad or (v0 is not None and v0.requires_grad)):
+        spike, _, v_last, v_seq = _EagerMultiStep.apply(*args)
+    else:  # no graph to build: skip autograd and the write of M = H - V_th
+        spike, _, v_last, v_seq = _forward_impl(*args, save_m=False)
     node._memories["v"] = v_last  # as SpikingJelly's own multi_step_forward does
     node.v_seq = v_seq if node.store_v_seq else None
     return spike

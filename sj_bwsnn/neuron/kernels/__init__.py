@@ -121,7 +121,7 @@ class CupyLauncher:
     def forward(self, cfg, x, v0, v_init, spike, m, v_last, v_seq, tau, v_th, v_reset):
         P, L, D = self._np.uint64, self._np.int64, self._np.float64
         T, M = x.shape[0], x[0].numel()
-        args = (P(x.data_ptr()), P(_ptr(v0)), P(spike.data_ptr()), P(m.data_ptr()), P(v_last.data_ptr()),
+        args = (P(x.data_ptr()), P(_ptr(v0)), P(spike.data_ptr()), P(_ptr(m)), P(v_last.data_ptr()),
                 P(_ptr(v_seq)), L(M), L(T), D(tau), D(v_th), D(v_reset), D(v_init))
         self._launch(0, cfg, x, args)
 

@@ -54,7 +54,7 @@ class HostLauncher:
 
     def forward(self, cfg, x, v0, v_init, spike, m, v_last, v_seq, tau, v_th, v_reset):
         self.library(cfg).sjb_multistep_forward(
-            x.data_ptr(), _ptr(v0), spike.data_ptr(), m.data_ptr(), v_last.data_ptr(),
+            x.data_ptr(), _ptr(v0), spike.data_ptr(), _ptr(m), v_last.data_ptr(),
             _ptr(v_seq), x[0].numel(), x.shape[0], tau, v_th, v_reset, v_init)
 
     def backward(self, cfg, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0,

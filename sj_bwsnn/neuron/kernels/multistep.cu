@@ -101,6 +101,7 @@ __device__ __forceinline__ float sjb_charge(float v, float x, float tau, float v
 
 // x, spike, m: [T, M] in the storage dtype; v0, v_last: [M] fp32; v_seq: [T, M] fp32 or null.
 // v0 null: every neuron starts from v_init (the state after reset_net; saves a fill kernel).
+// m_seq null: nothing saved for backward (no gradient wanted, e.g. evaluation).
 extern "C" __global__ void sjb_multistep_forward(
     const sjb_t* __restrict__ x, const float* __restrict__ v0, sjb_t* __restrict__ spike,
     sjb_t* __restrict__ m_seq, float* __restrict__ v_last, float* __restrict__ v_seq,
@@ -122,7 +123,7 @@ extern "C" __global__ void sjb_multistep_forward(
             v = s * v_reset + (1.0f - s) * h;
 #endif
             spike[i] = sjb_pack(s);
-            m_seq[i] = sjb_pack(m);
+            if (m_seq) m_seq[i] = sjb_pack(m);
             if (v_seq) v_seq[i] = v;
         }
         v_last[n] = v;
