@@ -13,8 +13,11 @@ Membrane dynamics (SpikingJelly's), per time step ``t``::
 
 * ``'torch'`` — SpikingJelly's own multi-step path (its Triton kernel on CUDA when it applies,
   else its Torch reference).
-* ``'cupy'``  — sj_bwsnn's fused CuPy kernel; CUDA tensors only, needs CuPy.
-* ``'auto'``  — ``'cupy'`` for CUDA input when CuPy imports, else ``'torch'``.
+* ``'cupy'``  — sj_bwsnn's fused CuPy kernel (:mod:`sj_bwsnn.neuron.fused`); CUDA tensors in
+  fp32 / fp16 / bf16 only, needs CuPy and one of SpikingJelly's built-in surrogates with a float alpha.
+  The membrane state ``v`` is then kept in fp32 whatever the input dtype.
+* ``'auto'``  — ``'cupy'`` for CUDA input when CuPy imports and the kernel supports the configuration,
+  else ``'torch'``.
 
 ``temporal_grad=False`` drops the temporal gradient path: ``V[t-1]`` enters step ``t`` detached,
 so ``dL/dV[t-1] = 0`` through ``H[t]`` (the SLTT / OTTT gradient; the forward is unchanged).
@@ -28,6 +31,7 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 
 from ..errors import UserError
+from . import fused
 
 BACKENDS = ("auto", "cupy", "torch")
 
@@ -38,12 +42,20 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
+_CUPY_OK: bool | None = None
+
+
 def _cupy_available() -> bool:
-    try:
-        import cupy  # noqa: F401
-    except Exception:
-        return False
-    return True
+    """Whether CuPy imports (probed once per process; a failed import is slow to repeat)."""
+    global _CUPY_OK
+    if _CUPY_OK is None:
+        try:
+            import cupy  # noqa: F401
+        except Exception:
+            _CUPY_OK = False
+        else:
+            _CUPY_OK = True
+    return _CUPY_OK
 
 
 class _BackendMixin:
@@ -76,18 +88,19 @@ class _BackendMixin:
         if self.backend == "torch":
             return "torch"
         if self.backend == "auto":
-            return "cupy" if x.is_cuda and _cupy_available() else "torch"
-        if not x.is_cuda:
-            raise UserError(
-                f"neuron backend 'cupy' needs CUDA tensors, got a {x.device.type} tensor; "
-                "use backend: auto (or torch) to run on the CPU"
-            )
+            ok = x.is_cuda and fused.unsupported_reason(self, x) is None and _cupy_available()
+            return "cupy" if ok else "torch"
         if not _cupy_available():
             raise UserError(
                 "neuron backend 'cupy' needs CuPy: pip install 'sj-bwsnn[cuda]' (cupy-cuda12x), "
                 "or use backend: auto"
             )
-        return "cupy"
+        if not x.is_cuda:
+            raise UserError(
+                f"neuron backend 'cupy' needs CUDA tensors, got a {x.device.type} tensor; "
+                "use backend: auto (or torch) to run on the CPU"
+            )
+        return "cupy"  # configurations the kernel lacks are refused in fused.py
 
     def extra_repr(self) -> str:
         extra = "" if self.temporal_grad else ", temporal_grad=False"
@@ -104,9 +117,7 @@ class LIFNode(_BackendMixin, sj_neuron.LIFNode):
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         if self.resolved_backend(x_seq) == "cupy":
-            from .fused import lif_multi_step_cupy
-
-            return lif_multi_step_cupy(self, x_seq)
+            return fused.lif_multi_step_cupy(self, x_seq)
         return self._torch_multi_step(x_seq, *args, **kwargs)
 
 
@@ -120,7 +131,5 @@ class IFNode(_BackendMixin, sj_neuron.IFNode):
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         if self.resolved_backend(x_seq) == "cupy":
-            from .fused import if_multi_step_cupy
-
-            return if_multi_step_cupy(self, x_seq)
+            return fused.if_multi_step_cupy(self, x_seq)
         return self._torch_multi_step(x_seq, *args, **kwargs)

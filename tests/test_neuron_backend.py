@@ -1,0 +1,291 @@
+"""Neuron backends on the CPU: dispatch, errors, and the fused kernel's math.
+
+The fused kernel (``sj_bwsnn/neuron/kernels/multistep.cu``) is built here as host C++ with g++
+(:class:`HostLauncher`) and driven through the same custom ops and autograd glue as on the GPU, then
+compared with SpikingJelly's Torch reference: spikes identical in fp32, gradients against fp64.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional, surrogate
+
+from sj_bwsnn.errors import UserError
+from sj_bwsnn.neuron import IFNode, LIFNode, fused, nodes
+from sj_bwsnn.neuron.kernels import host
+
+SURROGATES = [surrogate.Sigmoid, surrogate.ATan, surrogate.PiecewiseQuadratic, surrogate.PiecewiseExp,
+              surrogate.SoftSign, surrogate.SuperSpike, surrogate.Erf]
+
+needs_gxx = pytest.mark.skipif(host.compiler() is None, reason="needs g++ to build the kernel on the host")
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    """Route the fused ops to the g++ build of multistep.cu for the duration of this module."""
+    if host.compiler() is None:
+        pytest.skip("needs g++")
+    previous = fused._launcher
+    fused.set_launcher(host.HostLauncher(str(tmp_path_factory.mktemp("sjb_host"))))
+    yield
+    fused.set_launcher(previous)
+
+
+def make_node(kind, backend="torch", **kw):
+    cls = LIFNode if kind == "lif" else IFNode
+    if kind != "lif":
+        kw.pop("tau", None), kw.pop("decay_input", None)
+    return cls(step_mode="m", backend=backend, **kw)
+
+
+def run(node, x, fused_path):
+    """Spikes of one multi-step call, through the fused kernel or the node's own (torch) path."""
+    if fused_path:
+        return fused._run(node, x, lif=isinstance(node, LIFNode))
+    return node(x)
+
+
+def loss_of(spikes, node, weights):
+    """A loss that reaches every output: spikes, the final state and (when stored) v_seq."""
+    w_s, w_v, w_seq = weights
+    loss = (spikes.double() * w_s).sum() + (node.v.double() * w_v).sum()
+    if node.store_v_seq:
+        loss = loss + (node.v_seq.double() * w_seq).sum()
+    return loss
+
+
+def random_config(seed: int) -> dict:
+    rng = random.Random(seed)
+    return dict(
+        kind=rng.choice(["lif", "if"]), tau=rng.choice([1.5, 2.0, 4.0]), decay_input=rng.random() < 0.5,
+        v_threshold=rng.choice([0.5, 1.0]), v_reset=rng.choice([None, 0.0, -0.3]),
+        surrogate_function=SURROGATES[seed % len(SURROGATES)](alpha=rng.choice([2.0, 4.0])),
+        detach_reset=rng.random() < 0.5, store_v_seq=rng.random() < 0.5, temporal_grad=rng.random() < 0.7,
+        T=rng.choice([1, 2, 4, 4, 7, 8]),
+    )
+
+
+CONFIGS = [random_config(seed) for seed in range(14)]
+
+
+@needs_gxx
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[f"c{i}" for i in range(len(CONFIGS))])
+def test_fused_kernel_matches_sj_reference(host_kernels, cfg):
+    """fp32: spikes and v identical to SJ's fp32 reference; input gradients within 1e-5 of fp64."""
+    cfg = dict(cfg)
+    kind, T = cfg.pop("kind"), cfg.pop("T")
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(T, 3, 5, 7, generator=gen) * 1.5 + 0.3)
+    weights = tuple(torch.randn(s, generator=gen, dtype=torch.float64)
+                    for s in (x.shape, x.shape[1:], x.shape))
+
+    ours, ref32, ref64 = (make_node(kind, **cfg) for _ in range(3))
+    x_ours, x_ref64 = x.clone().requires_grad_(), x.double().requires_grad_()
+    s_ours = run(ours, x_ours, fused_path=True)
+    s_ref32 = run(ref32, x.clone(), fused_path=False)
+    s_ref64 = run(ref64, x_ref64, fused_path=False)
+
+    assert s_ours.dtype == torch.float32 and s_ours.shape == x.shape
+    assert torch.equal(s_ours, s_ref32)
+    assert torch.equal(ours.v, ref32.v)
+    if cfg["store_v_seq"]:
+        assert torch.equal(ours.v_seq, ref32.v_seq)
+    loss_of(s_ours, ours, weights).backward()
+    loss_of(s_ref64, ref64, weights).backward()
+    assert torch.equal(s_ours.double(), s_ref64), "fp64 reference spikes differ; pick another seed"
+    torch.testing.assert_close(x_ours.grad.double(), x_ref64.grad, rtol=1e-5, atol=1e-6)
+
+
+@needs_gxx
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("soft", [True, False])
+def test_fused_kernel_half_precision(host_kernels, dtype, soft):
+    """fp16 / bf16 storage, fp32 arithmetic: gradients within 1e-2 (norm-relative) of fp64, state fp32."""
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.randn(4, 64, 16, generator=gen) + 0.4).to(dtype)
+    kw = dict(tau=2.0, decay_input=True, v_reset=None if soft else 0.0,
+              surrogate_function=surrogate.ATan(alpha=2.0), store_v_seq=False)
+    ours, ref = make_node("lif", **kw), make_node("lif", **kw)
+    x_ours, x_ref = x.clone().requires_grad_(), x.double().requires_grad_()
+    s_ours, s_ref = run(ours, x_ours, True), run(ref, x_ref, False)
+    assert s_ours.dtype == dtype and ours.v.dtype == torch.float32
+    assert (s_ours.double() != s_ref).float().mean() < 1e-3
+    w = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    (s_ours.double() * w).sum().backward()
+    (s_ref * w).sum().backward()
+    assert x_ours.grad.dtype == dtype
+    err = (x_ours.grad.double() - x_ref.grad).norm() / x_ref.grad.norm()
+    assert err < 1e-2, err
+
+
+@needs_gxx
+def test_fused_state_across_calls_and_reset(host_kernels):
+    """v carries across calls (and so does the gradient), reset_net restores the initial state."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 4, 9, generator=gen, dtype=torch.float64).float()
+    ours, ref = make_node("lif", v_reset=0.0), make_node("lif", v_reset=0.0)
+    xa, xr = x.clone().requires_grad_(), x.double().requires_grad_()
+    s_ours = torch.cat([run(ours, xa[:3], True), run(ours, xa[3:], True)])
+    s_ref = run(ref, xr, False)
+    assert torch.equal(s_ours.double(), s_ref)
+    torch.testing.assert_close(ours.v.double(), ref.v, rtol=1e-6, atol=1e-6)
+    w = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    (s_ours.double() * w).sum().backward()
+    (s_ref * w).sum().backward()
+    torch.testing.assert_close(xa.grad.double(), xr.grad, rtol=1e-5, atol=1e-6)
+
+    functional.reset_net(ours)
+    assert ours.v == 0.0
+    s_again = run(ours, x[:3], True)
+    assert torch.equal(s_again, s_ours[:3].detach())
+
+
+@needs_gxx
+def test_fused_channels_last_layout(host_kernels):
+    """A time-major channels_last input is used in place; outputs keep its strides and values."""
+    x = torch.randn(2 * 3, 4, 5, 5).to(memory_format=torch.channels_last).view(2, 3, 4, 5, 5)
+    assert not x.is_contiguous() and fused._time_major_dense(x)
+    a, b = make_node("lif"), make_node("lif")
+    s = run(a, x, True)
+    assert s.stride() == x.stride()
+    assert torch.equal(s, run(b, x.contiguous(), True))
+    assert not fused._time_major_dense(x.transpose(0, 1))
+
+
+@needs_gxx
+def test_fused_ops_compile_without_graph_breaks(host_kernels):
+    """The custom ops trace under torch.compile(fullgraph=True) with fake tensors and autograd."""
+    node = make_node("lif", v_reset=None)
+
+    def step(x):
+        functional.reset_net(node)
+        return run(node, x, True).sum(0)
+
+    x = torch.randn(3, 2, 8)
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_c, out_e = compiled(xc), step(xe)
+    assert torch.equal(out_c, out_e)
+    out_c.sum().backward()
+    out_e.sum().backward()
+    assert torch.equal(xc.grad, xe.grad)
+
+
+# --- dispatch and errors (no kernel needed) -------------------------------------------------------
+
+def test_auto_uses_sj_path_on_cpu():
+    node, sj = LIFNode(step_mode="m"), LIFNode(step_mode="m", backend="torch")
+    x = torch.randn(4, 2, 6)
+    assert node.resolved_backend(x) == "torch"
+    assert torch.equal(node(x), sj(x)) and torch.equal(node.v, sj.v)
+
+
+def test_cupy_on_cpu_tensor_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(nodes, "_cupy_available", lambda: True)
+    with pytest.raises(UserError, match="needs CUDA tensors, got a cpu tensor"):
+        LIFNode(step_mode="m", backend="cupy")(torch.randn(2, 3))
+
+
+def test_cupy_without_cupy_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(nodes, "_cupy_available", lambda: False)
+    with pytest.raises(UserError, match=r"needs CuPy: pip install 'sj-bwsnn\[cuda\]'"):
+        IFNode(step_mode="m", backend="cupy")(torch.randn(2, 3))
+
+
+def test_unknown_backend_rejected():
+    with pytest.raises(UserError, match="one of auto, cupy, torch"):
+        LIFNode(backend="cuda")
+
+
+def test_kernel_refuses_unsupported_configurations():
+    node = LIFNode(step_mode="m", surrogate_function=surrogate.Sigmoid(alpha=4.0))
+    assert fused.unsupported_reason(node, torch.randn(2, 3)) is None
+    assert "float64" in fused.unsupported_reason(node, torch.randn(2, 3, dtype=torch.float64))
+    node.surrogate_function = surrogate.Rect(alpha=1.0) if hasattr(surrogate, "Rect") else lambda x: x
+    with pytest.raises(UserError, match="does not support surrogate"):
+        fused.lif_multi_step_cupy(node, torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_temporal_grad_false_drops_the_temporal_path(store):
+    """temporal_grad=False: dL/dx[t] only sees step t (here: spikes at t and v_seq at t)."""
+    x = torch.randn(5, 20, dtype=torch.float64, requires_grad=True)
+    node = LIFNode(step_mode="m", backend="torch", temporal_grad=False, store_v_seq=store)
+    spikes = node(x)
+    (spikes[-1].sum()).backward()
+    assert x.grad[:-1].abs().sum() == 0 and x.grad[-1].abs().sum() > 0
+    full = LIFNode(step_mode="m", backend="torch", store_v_seq=store)
+    x2 = x.detach().clone().requires_grad_()
+    assert torch.equal(full(x2), spikes)
+    if store:
+        assert torch.equal(node.v_seq, full.v_seq) and node.v_seq.shape == x.shape
+
+
+def test_cupy_launcher_packs_arguments_like_the_kernel_signatures(monkeypatch):
+    """CupyLauncher against a stand-in CuPy: options, per-config caching, one stream, argument types."""
+    import re
+    import sys
+    import types
+
+    import numpy as np
+
+    from sj_bwsnn.neuron.kernels import CupyLauncher, KernelConfig, source
+
+    calls, modules = [], []
+
+    class Fn:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, grid, block, args, shared_mem, stream):
+            calls.append((self.name, grid, block, args, stream))
+
+    class RawModule:
+        def __init__(self, code, options):
+            modules.append(options)
+
+        def get_function(self, name):
+            return types.SimpleNamespace(kernel=Fn(name))
+
+    class Device:
+        def __init__(self, index):
+            pass
+
+        __enter__ = lambda self: self  # noqa: E731
+        __exit__ = lambda self, *exc: None  # noqa: E731
+
+    fake = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(
+        Device=Device, ExternalStream=lambda ptr, device: ("stream", ptr, device)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=1234))
+    x = torch.randn(3, 600)
+    launcher = CupyLauncher()
+    cfg = KernelConfig(True, True, False, 0, 2, False, True)
+    for _ in range(2):
+        launcher.forward(cfg, x, None, 0.5, x, x, x[0], None, 2.0, 1.0, 0.0)
+        launcher.backward(cfg, x, x, None, x, x, x[0], 2.0, 1.0, 0.0, 4.0)
+    assert len(modules) == 1 and "-DSJB_SURROGATE=2" in modules[0]
+    n_params = {name: len(re.search(name + r"\((.*?)\)\s*{", source(), re.S).group(1).split(","))
+                for name in ("sjb_multistep_forward", "sjb_multistep_backward")}
+    for name, grid, block, args, stream in calls:
+        assert grid == (3,) and block == (256,) and stream == ("stream", 1234, None)
+        assert len(args) == n_params[name]
+        assert all(isinstance(a, (np.uint64, np.int64, np.float64)) for a in args)
+    fwd = calls[0][3]
+    assert fwd[1] == 0 and fwd[5] == 0 and fwd[6] == 600 and fwd[7] == 3 and fwd[11] == 0.5
+
+
+@needs_gxx
+def test_fused_no_grad_path_matches(host_kernels):
+    """Without autograd (no_grad / evaluation) the kernel skips saving M and gives the same outputs."""
+    x = torch.randn(4, 3, 10)
+    a, b = make_node("if", v_reset=None, store_v_seq=True), make_node("if", v_reset=None, store_v_seq=True)
+    with torch.no_grad():
+        s_a = run(a, x, True)
+    s_b = run(b, x.clone().requires_grad_(), True)
+    assert s_b.requires_grad and not s_a.requires_grad
+    assert torch.equal(s_a, s_b.detach()) and torch.equal(a.v, b.v.detach())
+    assert torch.equal(a.v_seq, b.v_seq.detach())
