@@ -3,8 +3,8 @@
 Events are integrated into ``T`` frames with ``split_by='number'`` (each frame holds the same
 number of events), giving float32 ``[T, 2, 128, 128]`` event counts per sample; the DataLoader
 stacks them to ``[N, T, 2, H, W]`` (the trainer moves time first). ``input_size`` resizes by
-(area averaging, which keeps the mean event count; e.g. 48 as in the group's SLTT/OTTT code). ``augment`` adds a random horizontal flip
-and a random shift of up to ``size // 8`` pixels (zero fill) to training samples.
+area averaging, which keeps the mean event count (e.g. 48, as in the group's SLTT/OTTT code).
+``augment`` adds a random horizontal flip and a random shift of up to ``size // 8`` pixels (zero fill) to training samples.
 
 The split is deterministic: within each class (files sorted by name) the first ``train_ratio``
 of the samples train, the rest test, as ``split_to_train_test_set(random_split=False)`` does,
