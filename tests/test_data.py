@@ -124,3 +124,14 @@ def test_cifar10dvs_offline_trap(tmp_path):
 def test_unknown_name_suggests():
     with pytest.raises(UserError, match="did you mean 'cifar10'"):
         build_loaders(DataConfig(name="cifar1O"), seed=0)
+
+
+def test_max_train_test_is_a_fixed_subset():
+    cfg = DataConfig(name="digits", max_train=100, max_test=30, batch_size=100)
+    train, test, _ = build_loaders(cfg, seed=0)
+    assert len(train.dataset) == 100 and len(test.dataset) == 30
+    again, _, _ = build_loaders(cfg, seed=5)  # the subset depends on split_seed only
+    assert train.dataset.indices == again.dataset.indices
+    cfg.split_seed = 1
+    other, _, _ = build_loaders(cfg, seed=0)
+    assert other.dataset.indices != train.dataset.indices

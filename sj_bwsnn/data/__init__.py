@@ -54,6 +54,14 @@ def build_datasets(cfg: Any, T: int = 4):
                     f"choose one of {', '.join(DATASETS)}")
 
 
+def _cap(ds, n: int | None, seed: int):
+    """A fixed random subset of ``n`` samples (chosen by ``seed``), or ``ds`` itself."""
+    if n is None or n >= len(ds):
+        return ds
+    keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(ds, sorted(keep.tolist()))
+
+
 def build_loaders(cfg: Any, seed: int, T: int = 4, rank: int = 0, world: int = 1,
                   drop_last: bool = False) -> tuple[DataLoader, DataLoader, DataInfo]:
     """Train and test loaders for the recipe's ``data`` section.
@@ -65,6 +73,8 @@ def build_loaders(cfg: Any, seed: int, T: int = 4, rank: int = 0, world: int = 1
     ``drop_last`` keeps training batches full (timm Mixup needs an even batch).
     """
     train, test, info = build_datasets(cfg, T)
+    train = _cap(train, cfg.max_train, cfg.split_seed)
+    test = _cap(test, cfg.max_test, cfg.split_seed)
     pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
     common = dict(num_workers=cfg.num_workers, pin_memory=pin,
                   persistent_workers=cfg.num_workers > 0)

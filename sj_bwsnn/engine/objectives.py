@@ -1,29 +1,79 @@
 """Training objectives: what a batch's loss is.
 
 An objective is called as ``objective(logits, y, x)``: ``logits`` are the time-averaged student
-logits ``[N, K]``, ``y`` the labels, ``x`` the input batch (so a distillation objective can run its
-teacher on the same input). :func:`build_objective` picks one from the recipe.
+logits ``[N, K]``, ``y`` the labels (``[N]`` class indices, or ``[N, K]`` soft targets after
+Mixup/CutMix), ``x`` the input batch (so a distillation objective can run its teacher on the same
+input). :func:`build_objective` picks one from the recipe.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from spikingjelly.activation_based import functional
+
+from ..errors import UserError
 
 
 class CrossEntropyObjective:
     """``CE(mean_t logits_t, y)`` with optional label smoothing; ``x`` is unused here.
 
-    Objectives are called as ``objective(logits [N, K], y [N], x)``: ``x`` lets a distillation
-    objective run its teacher on the same input.
+    ``y`` may hold class indices or probabilities (timm Mixup's soft targets, which already
+    include label smoothing).
     """
 
     def __init__(self, label_smoothing: float = 0.0):
-        self.loss = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.label_smoothing = label_smoothing
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor | None = None):
-        return self.loss(logits.float(), y)
+        smoothing = 0.0 if y.dim() == 2 else self.label_smoothing
+        return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
 
 
-def build_objective(recipe) -> CrossEntropyObjective:
-    """The recipe's training objective."""
-    return CrossEntropyObjective(recipe.train.label_smoothing)
+class DistillationObjective:
+    """ReActNet-style distribution loss mixed with cross-entropy.
+
+    ``L = w * tau^2 * KL(softmax(z_t / tau) || softmax(z_s / tau)) + (1 - w) * CE(z_s, y)``
+
+    with ``z_s`` the time-averaged student logits and ``z_t`` the frozen teacher's logits on the
+    same ``x`` (KL averaged over the batch). The teacher runs once per batch: its logits are
+    cached for the last ``x`` seen (by identity), since online methods call the objective once per
+    time step with the same batch. Its neuron states are reset after each forward.
+    """
+
+    def __init__(self, teacher: torch.nn.Module, tau: float, weight: float,
+                 ce: CrossEntropyObjective):
+        self.teacher, self.tau, self.weight, self.ce = teacher, tau, weight, ce
+        self._x: torch.Tensor | None = None
+        self._zt: torch.Tensor | None = None
+        self.teacher_calls = 0
+
+    @torch.no_grad()
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self._x is not x:
+            self._zt = self.teacher(x).float()
+            functional.reset_net(self.teacher)
+            self._x = x
+            self.teacher_calls += 1
+        return self._zt
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor):
+        zt = self.teacher_logits(x)
+        if zt.shape[-1] != logits.shape[-1]:
+            raise UserError(f"teacher gives {zt.shape[-1]} classes but the student "
+                            f"{logits.shape[-1]}; distil from a teacher with the same classes")
+        t = self.tau
+        log_ps = F.log_softmax(logits.float() / t, dim=-1)
+        log_pt = F.log_softmax(zt / t, dim=-1)
+        kd = F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True) * t * t
+        if self.weight >= 1.0:
+            return kd
+        return self.weight * kd + (1.0 - self.weight) * self.ce(logits, y, x)
+
+
+def build_objective(recipe, teacher: torch.nn.Module | None = None):
+    """The recipe's training objective: CE, or KD + CE when a teacher is given."""
+    ce = CrossEntropyObjective(recipe.train.label_smoothing)
+    if teacher is None:
+        return ce
+    return DistillationObjective(teacher, recipe.teacher.tau, recipe.teacher.weight, ce)

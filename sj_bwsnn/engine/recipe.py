@@ -55,6 +55,8 @@ class DataConfig:
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
     train_ratio: float = 0.9  # cifar10dvs: per-class train fraction (the usual 9:1 split)
+    max_train: Optional[int] = None  # smoke runs: a fixed random subset of N training samples
+    max_test: Optional[int] = None  # smoke runs: a fixed random subset of N test samples
 
 
 @dataclass
@@ -225,6 +227,8 @@ def _check_ranges(r: Recipe) -> None:
         (r.data.mixup >= 0 and r.data.cutmix >= 0, "data.mixup/cutmix", "must be >= 0"),
         (0.0 <= r.data.mixup_prob <= 1.0, "data.mixup_prob", "must lie in [0, 1]"),
         (0.0 < r.data.train_ratio < 1.0, "data.train_ratio", "must lie in (0, 1)"),
+        (r.data.max_train is None or r.data.max_train >= 1, "data.max_train", "must be >= 1"),
+        (r.data.max_test is None or r.data.max_test >= 1, "data.max_test", "must be >= 1"),
         (r.teacher.tau > 0, "teacher.tau", "must be > 0"),
         (0.0 <= r.teacher.weight <= 1.0, "teacher.weight", "must lie in [0, 1]"),
         (r.teacher.T is None or r.teacher.T >= 1, "teacher.T", "must be >= 1"),
