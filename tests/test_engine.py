@@ -103,6 +103,7 @@ def test_precision_clip_and_fp16_scaler():
 def test_bad_switches_are_one_line():
     with pytest.raises(UserError, match="train.amp' must be off, bf16 or fp16"):
         load_recipe(DIGITS, ["train.amp=fp8"])
+    assert load_recipe(DIGITS, ["train.amp=off"]).train.amp == "off"  # YAML reads off as false
     with pytest.raises(UserError, match="train.ema_decay' must lie in"):
         load_recipe(DIGITS, ["train.ema_decay=1.5"])
     with pytest.raises(UserError, match=r"unknown recipe key 'teacher.temperature'"):

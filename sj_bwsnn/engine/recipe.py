@@ -151,7 +151,13 @@ def _type_name(tp: Any) -> str:
             dict: "a mapping", list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+# YAML 1.1 reads a bare ``off`` as false: accept it where "off" is a valid string value
+_FALSE_MEANS = {"train.amp": "off"}
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
+    if value is False and key in _FALSE_MEANS:
+        value = _FALSE_MEANS[key]
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None:
