@@ -76,8 +76,9 @@ def build_loaders(cfg: Any, seed: int, T: int = 4, rank: int = 0, world: int = 1
     train = _cap(train, cfg.max_train, cfg.split_seed)
     test = _cap(test, cfg.max_test, cfg.split_seed)
     pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
-    common = dict(num_workers=cfg.num_workers, pin_memory=pin,
-                  persistent_workers=cfg.num_workers > 0)
+    # no persistent workers: fresh workers each epoch draw their seeds from ``gen``, whose state
+    # the checkpoint restores, so augmentation stays exactly resumable with num_workers > 0
+    common = dict(num_workers=cfg.num_workers, pin_memory=pin)
     gen = torch.Generator().manual_seed(seed)
     if world > 1:
         sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed,

@@ -106,7 +106,6 @@ class Trainer:
         self.rank, self.world = distributed.world()
         self.is_main = self.rank == 0
         seed_everything(recipe.seed + self.rank, t.deterministic)
-        self.mixup = None
         self.train_loader, self.test_loader, self.info = build_loaders(
             recipe.data, recipe.seed, recipe.T, self.rank, self.world,
             drop_last=recipe.data.mixup > 0 or recipe.data.cutmix > 0)
