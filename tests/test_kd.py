@@ -119,6 +119,6 @@ def test_two_stage_init_and_kd_training(tmp_path):
     assert isinstance(trainer.objective, DistillationObjective)
     trainer.fit()
     assert trainer.objective.teacher_calls == 2  # 128 images / batch 64
-    with pytest.raises(UserError, match="checkpoint not found"):
+    with pytest.raises(UserError, match="model.init_from: checkpoint not found: .*nope.pt"):
         Trainer(dataclasses.replace(recipe, model=dataclasses.replace(
             recipe.model, init_from=str(tmp_path / "nope.pt"))), tmp_path)

@@ -58,12 +58,19 @@ def _check_classes(model: nn.Module, state: dict, num_classes: int, path) -> Non
                         f"{num_classes}; distil from a teacher trained on the same classes")
 
 
+def _require(path: Path, key: str) -> None:
+    if not path.is_file():
+        raise UserError(f"{key}: checkpoint not found: {path} (train the full-precision recipe "
+                        f"first, e.g. `sj-bwsnn train RECIPE --out {path.parent}`)")
+
+
 def build_teacher(recipe: Recipe, info, device: torch.device) -> nn.Module | None:
     """The frozen teacher for ``recipe.teacher`` (None when ``teacher.checkpoint`` is null)."""
     cfg = recipe.teacher
     if not cfg.checkpoint:
         return None
     path = Path(cfg.checkpoint).expanduser()
+    _require(path, "teacher.checkpoint")
     state, saved = load_weights_file(path)
     if saved is not None:
         trecipe = recipe_from_dict(saved)
@@ -88,5 +95,6 @@ def build_teacher(recipe: Recipe, info, device: torch.device) -> nn.Module | Non
 
 def init_from_checkpoint(model: nn.Module, path: str) -> None:
     """Load ``path``'s weights into ``model`` (stage 2 of the two-stage schedule)."""
+    _require(Path(path).expanduser(), "model.init_from")
     state, _ = load_weights_file(Path(path).expanduser())
     load_model_state(model, state, path)

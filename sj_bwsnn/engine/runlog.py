@@ -47,8 +47,11 @@ class TensorBoard:
 
 def plot_curves(metrics: list[dict], path: Path) -> None:
     """Loss (left) and accuracy (right) per epoch, train and test, written atomically."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:  # optional: metrics.json remains the record
+        print(f"matplotlib is not installed; {path} not drawn")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
