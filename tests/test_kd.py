@@ -122,3 +122,18 @@ def test_two_stage_init_and_kd_training(tmp_path):
     with pytest.raises(UserError, match="model.init_from: checkpoint not found: .*nope.pt"):
         Trainer(dataclasses.replace(recipe, model=dataclasses.replace(
             recipe.model, init_from=str(tmp_path / "nope.pt"))), tmp_path)
+
+
+def test_torchvision_teacher_and_its_class_check(tmp_path):
+    import torchvision
+
+    net = torchvision.models.get_model("mobilenet_v3_small", num_classes=5)
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "tv.pth")  # a training checkpoint
+    sets = [f"teacher.checkpoint={tmp_path / 'tv.pth'}", "teacher.model=torchvision.mobilenet_v3_small"]
+    recipe = load_recipe(DIGITS, sets)
+    rgb = DataInfo(5, 3, (32, 32))
+    teacher = build_teacher(recipe, rgb, torch.device("cpu"))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(teacher(x), net.eval()(x), atol=1e-5)
+    with pytest.raises(UserError, match="predicts 5 classes but the student's data has 10"):
+        build_teacher(recipe, DataInfo(10, 3, (32, 32)), torch.device("cpu"))
