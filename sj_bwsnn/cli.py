@@ -1,7 +1,8 @@
 """The ``sj-bwsnn`` command.
 
     sj-bwsnn train RECIPE [--set key.sub=value ...] [--out DIR] [--resume]
-    sj-bwsnn eval RECIPE --checkpoint FILE [--set ...]
+    torchrun --nproc_per_node=N -m sj_bwsnn train RECIPE ...   (DDP; rank 0 writes)
+    sj-bwsnn eval RECIPE --checkpoint FILE [--ema] [--set ...]
     sj-bwsnn recipes
     sj-bwsnn summary RECIPE|CHECKPOINT [--json]
     sj-bwsnn energy RECIPE --checkpoint FILE [--batches N] [--json] [--plot FILE.png]
@@ -77,34 +78,47 @@ def _prepare_out(out: Path, resume: bool) -> None:
 
 def cmd_train(args) -> int:
     from .engine import Trainer, load_checkpoint, load_recipe
+    from .engine import distributed
+    from .engine.build import pick_device
     from .engine.checkpoint import atomic_write_bytes
 
     path = find_recipe(args.recipe)
     recipe = load_recipe(path, args.set)
     out = Path(args.out) if args.out else Path("runs") / path.stem / time.strftime("%Y%m%d-%H%M%S")
-    _prepare_out(out, args.resume)
-    trainer = Trainer(recipe, out)
-    if args.resume:
-        trainer.load_state(load_checkpoint(out / "last.pt"), out / "last.pt")
-        print(f"resuming {out} after epoch {trainer.epoch}")
-    else:
-        import yaml
-
-        text = yaml.safe_dump(recipe.to_dict(), sort_keys=False).encode()
-        atomic_write_bytes(out / "recipe.yaml", lambda f: f.write(text))
-    kind = "binary" if recipe.model.binary else "full-precision"
-    print(f"training {recipe.model.name} ({kind}) T={recipe.T} on {recipe.data.name} "
-          f"[{trainer.device}] -> {out}", flush=True)
+    distributed.init_distributed(pick_device(recipe.train.device))
+    main = distributed.world()[0] == 0
+    if main:
+        _prepare_out(out, args.resume)
     try:
-        trainer.fit()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted after epoch {trainer.epoch}; the last finished epoch is saved in "
-              f"{out / 'last.pt'}. Resume with: sj-bwsnn train {args.recipe} --out {out} --resume",
-              file=sys.stderr)
-        return 130
-    print(f"final test_acc={trainer.metrics[-1]['test_acc']:.4f}")
-    print(f"saved {out / 'last.pt'} and {out / 'metrics.json'}")
-    return 0
+        trainer = Trainer(recipe, out)
+        if args.resume:
+            trainer.load_state(load_checkpoint(out / "last.pt"), out / "last.pt")
+            if main:
+                print(f"resuming {out} after epoch {trainer.epoch}")
+        elif main:
+            import yaml
+
+            text = yaml.safe_dump(recipe.to_dict(), sort_keys=False).encode()
+            atomic_write_bytes(out / "recipe.yaml", lambda f: f.write(text))
+        kind = "binary" if recipe.model.binary else "full-precision"
+        if main:
+            ranks = f" x{trainer.world} ranks" if trainer.world > 1 else ""
+            kd = f", distilling from {recipe.teacher.checkpoint}" if trainer.teacher else ""
+            print(f"training {recipe.model.name} ({kind}) T={recipe.T} on {recipe.data.name} "
+                  f"[{trainer.device}{ranks}]{kd} -> {out}", flush=True)
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:
+            print(f"\ninterrupted after epoch {trainer.epoch}; the last finished epoch is saved in "
+                  f"{out / 'last.pt'}. Resume with: sj-bwsnn train {args.recipe} --out {out} "
+                  f"--resume", file=sys.stderr)
+            return 130
+        if main:
+            print(f"final test_acc={trainer.metrics[-1]['test_acc']:.4f}")
+            print(f"saved {out / 'last.pt'} and {out / 'metrics.json'}")
+        return 0
+    finally:
+        distributed.shutdown()
 
 
 def cmd_eval(args) -> int:
@@ -113,8 +127,14 @@ def cmd_eval(args) -> int:
 
     recipe = load_recipe(find_recipe(args.recipe), args.set)
     ckpt = load_checkpoint(args.checkpoint)
-    trainer = Trainer(recipe, None)
-    load_model_state(trainer.model, ckpt["model"], args.checkpoint)
+    trainer = Trainer(recipe, None, training=False)
+    state = ckpt["model"]
+    if args.ema:
+        if not ckpt.get("ema"):
+            raise UserError(f"--ema: {args.checkpoint} holds no EMA weights (train with "
+                            f"train.ema_decay set)")
+        state = ckpt["ema"]
+    load_model_state(trainer.model, state, args.checkpoint)
     m = trainer.evaluate()
     print(f"test_loss={m['test_loss']:.4f} test_acc={m['test_acc']:.4f}")
     return 0
@@ -249,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's test data")
     e.add_argument("recipe")
     e.add_argument("--checkpoint", required=True)
+    e.add_argument("--ema", action="store_true", help="evaluate the EMA weights in the checkpoint")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     e.set_defaults(func=cmd_eval)
 

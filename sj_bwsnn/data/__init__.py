@@ -1,8 +1,10 @@
 """Data sets by recipe name, returned as PyTorch loaders.
 
-:func:`build_loaders` is the one entry point the engine calls. Every data set returns
-``(images, labels)`` batches; images are ``[N, C, H, W]`` (static, direct encoding over T steps)
-or ``[N, T, C, H, W]`` event frames.
+:func:`build_loaders` is the one entry point the engine calls. Names: ``digits`` (embedded),
+``cifar10``, ``cifar100`` (torchvision), ``imagenet`` (ImageFolder ``train/`` and ``val/``),
+``cifar10dvs`` (SpikingJelly event frames). Every data set returns ``(images, labels)`` batches;
+images are ``[N, C, H, W]`` (static: direct encoding over T steps) or ``[N, T, C, H, W]`` event
+frames (``DataInfo.frames``; the trainer transposes them to ``[T, N, C, H, W]``).
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..errors import UserError, closest
 
-DATASETS = ("digits",)
+DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "cifar10dvs")
 
 
 @dataclass
@@ -23,25 +25,70 @@ class DataInfo:
     num_classes: int
     in_chans: int
     input_size: tuple[int, int]
+    frames: bool = False  # batches are [N, T, C, H, W] event frames
 
 
-def build_loaders(cfg: Any, seed: int) -> tuple[DataLoader, DataLoader, DataInfo]:
-    """Train and test loaders for the recipe's ``data`` section.
-
-    The training loader shuffles with a generator seeded by ``seed``, so a run is repeatable.
-    """
+def build_datasets(cfg: Any, T: int = 4):
+    """``(train, test, DataInfo)`` for the recipe's ``data`` section (``T``: DVS frames)."""
     if cfg.name == "digits":
         from .digits import IN_CHANS, NUM_CLASSES, SIZE, digits_splits
 
         train, test = digits_splits(cfg.test_fraction, cfg.split_seed, cfg.augment)
-        info = DataInfo(NUM_CLASSES, IN_CHANS, (SIZE, SIZE))
-    else:
-        raise UserError(f"data.name: unknown data set {cfg.name!r}{closest(cfg.name, DATASETS)}; "
-                        f"choose one of {', '.join(DATASETS)}")
+        return train, test, DataInfo(NUM_CLASSES, IN_CHANS, (SIZE, SIZE))
+    if cfg.name in ("cifar10", "cifar100"):
+        from .vision import cifar_splits
+
+        train, test, k, size = cifar_splits(cfg)
+        return train, test, DataInfo(k, 3, (size, size))
+    if cfg.name == "imagenet":
+        from .vision import imagenet_splits
+
+        train, test, k, size = imagenet_splits(cfg)
+        return train, test, DataInfo(k, 3, (size, size))
+    if cfg.name == "cifar10dvs":
+        from .dvs import IN_CHANS, cifar10dvs_splits
+
+        train, test, k, size = cifar10dvs_splits(cfg, T)
+        return train, test, DataInfo(k, IN_CHANS, (size, size), frames=True)
+    raise UserError(f"data.name: unknown data set {cfg.name!r}{closest(cfg.name, DATASETS)}; "
+                    f"choose one of {', '.join(DATASETS)}")
+
+
+def _cap(ds, n: int | None, seed: int):
+    """A fixed random subset of ``n`` samples (chosen by ``seed``), or ``ds`` itself."""
+    if n is None or n >= len(ds):
+        return ds
+    keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(ds, sorted(keep.tolist()))
+
+
+def build_loaders(cfg: Any, seed: int, T: int = 4, rank: int = 0, world: int = 1,
+                  drop_last: bool = False) -> tuple[DataLoader, DataLoader, DataInfo]:
+    """Train and test loaders for the recipe's ``data`` section.
+
+    Single process: the training loader shuffles with a generator seeded by ``seed`` (a run is
+    repeatable and resumable). With ``world > 1`` (DDP) the training set goes through a
+    ``DistributedSampler`` (seed ``seed``; the trainer calls ``set_epoch``) and the test set is
+    sharded ``rank::world`` without padding, so summed metrics count every test sample once.
+    ``drop_last`` keeps training batches full (timm Mixup needs an even batch).
+    """
+    train, test, info = build_datasets(cfg, T)
+    train = _cap(train, cfg.max_train, cfg.split_seed)
+    test = _cap(test, cfg.max_test, cfg.split_seed)
+    pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
+    # no persistent workers: fresh workers each epoch draw their seeds from ``gen``, whose state
+    # the checkpoint restores, so augmentation stays exactly resumable with num_workers > 0
+    common = dict(num_workers=cfg.num_workers, pin_memory=pin)
     gen = torch.Generator().manual_seed(seed)
-    common = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
-    train_loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, drop_last=False,
-                              generator=gen, **common)
+    if world > 1:
+        sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                     drop_last=drop_last)
+        train_loader = DataLoader(train, batch_size=cfg.batch_size, sampler=sampler,
+                                  drop_last=drop_last, generator=gen, **common)
+        test = Subset(test, range(rank, len(test), world))
+    else:
+        train_loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True,
+                                  drop_last=drop_last, generator=gen, **common)
     test_loader = DataLoader(test, batch_size=cfg.test_batch_size or cfg.batch_size,
                              shuffle=False, **common)
     return train_loader, test_loader, info

@@ -85,3 +85,33 @@ def load_model_state(model: torch.nn.Module, state: dict, path: str | Path) -> N
         raise UserError(f"checkpoint {path} does not fit this model (another architecture?): "
                         + "; ".join(parts))
     model.load_state_dict(state)
+
+
+def load_weights_file(path: str | Path) -> tuple[dict, dict | None]:
+    """``(state_dict, recipe or None)`` from an sj_bwsnn checkpoint or a plain weights file.
+
+    Accepts our checkpoints (``model`` + ``recipe``), timm training checkpoints (``state_dict``)
+    and bare ``state_dict`` files (timm/torchvision downloads); a DDP ``module.`` prefix is
+    dropped. Read with ``weights_only=True``; failures are one :class:`UserError` line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"checkpoint {path} holds objects other than tensors and plain values "
+                        f"and is refused (weights_only=True)") from None
+    except (EOFError, RuntimeError, OSError, ValueError) as e:
+        raise UserError(f"checkpoint {path} is truncated or not a PyTorch checkpoint "
+                        f"({e.__class__.__name__})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"checkpoint {path} is not a state_dict or checkpoint mapping")
+    recipe = obj.get("recipe") if isinstance(obj.get("recipe"), dict) else None
+    for key in ("model", "state_dict"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"checkpoint {path} holds no state_dict (expected tensors by name)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}, recipe

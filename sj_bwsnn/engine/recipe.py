@@ -1,7 +1,7 @@
 """The recipe schema: one YAML file names everything a run needs.
 
 A recipe is a mapping with the top-level keys of :class:`Recipe` (``T``, ``seed``,
-``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``; every key
+``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``, ``teacher``; every key
 has a default, so a recipe only states what differs. ``--set key.sub=value`` overrides any key
 (the value is parsed as YAML: ``--set T=2``, ``--set neuron.v_reset=null``).
 
@@ -29,14 +29,34 @@ from ..errors import UserError, closest
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits (more in sj_bwsnn.data)
+    name: str = "digits"  # digits | cifar10 | cifar100 | imagenet | cifar10dvs
     root: Optional[str] = None  # data-set folder; digits needs none
-    batch_size: int = 64
+    download: bool = False  # cifar10/100, cifar10dvs: fetch a missing data set (never otherwise)
+    batch_size: int = 64  # per process (per GPU under torchrun)
     test_batch_size: Optional[int] = None  # default: batch_size
     num_workers: int = 0
+    pin_memory: Optional[bool] = None  # null: pin when CUDA is available
     test_fraction: float = 0.25  # digits: fraction held out for test (stratified)
     split_seed: int = 0  # digits: the train/test split is fixed by this seed, not by `seed`
-    augment: bool = False  # digits: random +-1 pixel shifts
+    augment: bool = False  # digits: random +-1 pixel shifts; cifar10dvs: random flip + shift
+    input_size: Optional[int] = None  # image side; null: the data set's own (32, 224, 128)
+    # timm create_transform (cifar10/100, imagenet training); see timm.data.create_transform
+    pad: int = 0  # zero padding before the crop (cifar: 4 with scale/ratio 0.64/1 = RandomCrop)
+    scale: Optional[list] = None  # RandomResizedCrop area range; null: timm's (0.08, 1)
+    ratio: Optional[list] = None  # RandomResizedCrop aspect range; null: timm's (3/4, 4/3)
+    hflip: float = 0.5
+    color_jitter: Optional[float] = None  # null: off
+    auto_augment: Optional[str] = None  # e.g. rand-m9-mstd0.5-inc1 (RandAugment); null: off
+    re_prob: float = 0.0  # random erasing probability
+    crop_pct: Optional[float] = None  # test centre-crop fraction; null: timm's 0.875 (imagenet)
+    # timm Mixup / CutMix (any data set); both 0: off
+    mixup: float = 0.0  # mixup alpha
+    cutmix: float = 0.0  # cutmix alpha
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    train_ratio: float = 0.9  # cifar10dvs: per-class train fraction (the usual 9:1 split)
+    max_train: Optional[int] = None  # smoke runs: a fixed random subset of N training samples
+    max_test: Optional[int] = None  # smoke runs: a fixed random subset of N test samples
 
 
 @dataclass
@@ -46,6 +66,19 @@ class ModelConfig:
     scaling: str = "channel"  # channel | tensor | none
     detach_alpha: bool = True
     kwargs: dict = field(default_factory=dict)  # extra keyword arguments for the model (e.g. stem)
+    init_from: Optional[str] = None  # checkpoint whose weights initialise the model (two-stage KD)
+
+
+@dataclass
+class TeacherConfig:
+    """Knowledge distillation; off while ``checkpoint`` is null (see engine/distill.py)."""
+
+    checkpoint: Optional[str] = None  # an sj_bwsnn checkpoint or a plain state_dict file
+    model: Optional[str] = None  # timm name, torchvision.NAME, or null: the checkpoint's recipe
+    T: Optional[int] = None  # teacher time steps on static input; null: the checkpoint's (or T)
+    kwargs: dict = field(default_factory=dict)  # extra model kwargs (timm/torchvision teachers)
+    tau: float = 1.0  # softmax temperature
+    weight: float = 1.0  # KD weight; 1 - weight goes to cross-entropy
 
 
 @dataclass
@@ -85,6 +118,13 @@ class TrainConfig:
     k: int = 1  # sltt_k: time steps with backward per batch (1 <= k <= T)
     online_update: bool = False  # ottt: an optimizer step per time step (OTTT_O)
     mse_lambda: float = 0.0  # loss (1 - lambda) * CE + lambda * MSE(logits, one-hot)
+    amp: str = "off"  # off | bf16 | fp16 (fp16 uses a grad scaler)
+    channels_last: bool = False
+    clip_grad: Optional[float] = None  # max global grad norm; null: no clipping
+    deterministic: bool = False  # torch.use_deterministic_algorithms, no cudnn autotuning
+    ema_decay: Optional[float] = None  # timm ModelEmaV3 decay (e.g. 0.9998); null: no EMA
+    tensorboard: bool = True  # OUT/tb scalars when tensorboard is installed
+    plot: bool = True  # OUT/curves.png at the end of a run
 
 
 @dataclass
@@ -97,6 +137,7 @@ class Recipe:
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -115,7 +156,13 @@ def _type_name(tp: Any) -> str:
             dict: "a mapping", list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+# YAML 1.1 reads a bare ``off`` as false: accept it where "off" is a valid string value
+_FALSE_MEANS = {"train.amp": "off"}
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
+    if value is False and key in _FALSE_MEANS:
+        value = _FALSE_MEANS[key]
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None:
@@ -188,10 +235,34 @@ def _check_ranges(r: Recipe) -> None:
         (0.0 <= r.train.mse_lambda <= 1.0, "train.mse_lambda", "must lie in [0, 1]"),
         ((r.train.method == "dsr") == r.neuron.type.startswith("dsr_"), "train.method",
          "dsr and neuron.type dsr_if/dsr_lif go together (set both or neither)"),
+        (r.train.amp in ("off", "bf16", "fp16"), "train.amp", "must be off, bf16 or fp16"),
+        (r.train.clip_grad is None or r.train.clip_grad > 0, "train.clip_grad",
+         "must be > 0 or null"),
+        (r.train.ema_decay is None or 0.0 < r.train.ema_decay < 1.0, "train.ema_decay",
+         "must lie in (0, 1) or be null"),
+        (r.data.pad >= 0, "data.pad", "must be >= 0"),
+        (r.data.input_size is None or r.data.input_size >= 1, "data.input_size", "must be >= 1"),
+        (r.data.scale is None or _pair(r.data.scale), "data.scale", "must be a list of 2 numbers"),
+        (r.data.ratio is None or _pair(r.data.ratio), "data.ratio", "must be a list of 2 numbers"),
+        (0.0 <= r.data.hflip <= 1.0, "data.hflip", "must lie in [0, 1]"),
+        (0.0 <= r.data.re_prob <= 1.0, "data.re_prob", "must lie in [0, 1]"),
+        (r.data.mixup >= 0 and r.data.cutmix >= 0, "data.mixup/cutmix", "must be >= 0"),
+        (0.0 <= r.data.mixup_prob <= 1.0, "data.mixup_prob", "must lie in [0, 1]"),
+        (0.0 < r.data.train_ratio < 1.0, "data.train_ratio", "must lie in (0, 1)"),
+        (r.data.max_train is None or r.data.max_train >= 1, "data.max_train", "must be >= 1"),
+        (r.data.max_test is None or r.data.max_test >= 1, "data.max_test", "must be >= 1"),
+        (r.teacher.tau > 0, "teacher.tau", "must be > 0"),
+        (0.0 <= r.teacher.weight <= 1.0, "teacher.weight", "must lie in [0, 1]"),
+        (r.teacher.T is None or r.teacher.T >= 1, "teacher.T", "must be >= 1"),
     ]
     for ok, key, why in checks:
         if not ok:
             raise UserError(f"recipe key '{key}' {why}")
+
+
+def _pair(v) -> bool:
+    return (isinstance(v, list) and len(v) == 2
+            and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in v))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

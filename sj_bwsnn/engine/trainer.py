@@ -1,15 +1,21 @@
 """The training loop behind ``sj-bwsnn train`` and ``sj-bwsnn eval``.
 
 One :class:`Trainer` per run: it builds data, model, optimizer (timm ``create_optimizer_v2``),
-schedule (timm ``create_scheduler_v2``), method and objective from a :class:`Recipe`, then per
-epoch trains, evaluates, appends to ``OUT/metrics.json`` and saves ``OUT/last.pt`` (and
-``OUT/best.pt`` when test accuracy improves), every file written atomically. ``--resume``
-continues from ``OUT/last.pt`` with model, optimizer, schedule, metrics and RNG states restored.
-The network's neuron state is reset (``functional.reset_net``) after every batch.
+schedule (timm ``create_scheduler_v2``, cosine with warmup), Mixup/CutMix (timm ``Mixup``),
+model EMA (timm ``ModelEmaV3``), precision (:class:`~.precision.Precision`: AMP, grad scaler,
+clipping), teacher (:mod:`.distill`), method and objective from a :class:`Recipe`. Per epoch it
+trains, evaluates, appends to ``OUT/metrics.json``, logs TensorBoard scalars and saves
+``OUT/last.pt`` (and ``OUT/best.pt`` when test accuracy improves), every file written
+atomically; ``OUT/curves.png`` at the end. ``--resume`` restores model, optimizer, schedule,
+grad scaler, EMA, metrics and RNG states, so a resumed run continues exactly (bitwise on CPU with
+``train.deterministic``). Under torchrun the model is wrapped in DDP and only rank 0 writes.
+Event frames ``[N, T, C, H, W]`` are moved to ``[T, N, C, H, W]`` before the model. The
+network's neuron state is reset (``functional.reset_net``) after every batch.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
@@ -18,60 +24,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 import torch
 from spikingjelly.activation_based import functional
-from tqdm import tqdm
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
 
-from ..data import DataInfo, build_loaders
-from ..errors import UserError, closest
+from ..data import build_loaders
+from ..errors import UserError
 from ..layers import BinaryConv2d, BinaryLinear
-from ..neuron import neuron_kwargs_from_config
-from .checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, save_checkpoint
-from .methods import build_method
+from . import distributed
+from .build import build_model, pick_device
+from .checkpoint import atomic_write_bytes, load_model_state, save_checkpoint
+from .distill import build_teacher, init_from_checkpoint
+from .methods import DDP_METHODS, build_method
 from .objectives import build_objective
+from .precision import Precision
 from .recipe import Recipe, recipe_from_dict
+from .runlog import TensorBoard, plot_curves, progress
+
+__all__ = ["Trainer", "build_model", "param_groups", "pick_device", "seed_everything"]
 
 SYNC_EVERY = 20  # steps between host syncs for the progress bar and the finite-loss check
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device is {name!r} but CUDA is not available; use auto or cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"train.device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-
-
-def build_model(recipe: Recipe, info: DataInfo) -> torch.nn.Module:
-    """The recipe's model through ``timm.create_model`` with neuron, T, classes and channels."""
-    import sj_bwsnn.models  # noqa: F401  (registers our models with timm)
-
-    neuron, neuron_kwargs = neuron_kwargs_from_config(recipe.neuron)
-    name = recipe.model.name
-    if name not in timm.list_models(name):
-        ours = timm.list_models("bw_*")
-        raise UserError(f"model.name: unknown model {name!r}{closest(name, ours)}; "
-                        f"sj_bwsnn models: {', '.join(ours)}")
-    kwargs = dict(num_classes=info.num_classes, in_chans=info.in_chans, T=recipe.T,
-                  binary=recipe.model.binary, neuron=neuron, neuron_kwargs=neuron_kwargs,
-                  scaling=recipe.model.scaling, detach_alpha=recipe.model.detach_alpha)
-    kwargs.update(recipe.model.kwargs)
-    try:
-        return timm.create_model(name, **kwargs)
-    except TypeError as e:
-        raise UserError(f"model.kwargs: {name} does not accept these arguments ({e})") from None
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, binary_weight_decay: float):
@@ -103,20 +84,61 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, lambda f: f.write(data))
 
 
+def _build_mixup(recipe: Recipe, num_classes: int):
+    d = recipe.data
+    if d.mixup <= 0 and d.cutmix <= 0:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=d.mixup, cutmix_alpha=d.cutmix, prob=d.mixup_prob,
+                 switch_prob=d.mixup_switch_prob, label_smoothing=recipe.train.label_smoothing,
+                 num_classes=num_classes)
+
+
 class Trainer:
     """Build everything a run needs from ``recipe``; :meth:`fit` trains, :meth:`evaluate` tests."""
 
-    def __init__(self, recipe: Recipe, out: Path | None = None):
-        self.recipe = recipe
-        self.out = out
-        seed_everything(recipe.seed)
-        self.device = pick_device(recipe.train.device)
-        self.train_loader, self.test_loader, self.info = build_loaders(recipe.data, recipe.seed)
-        self.model = build_model(recipe, self.info).to(self.device)
-        self.objective = build_objective(recipe)
-        self.eval_loss = torch.nn.CrossEntropyLoss()
+    def __init__(self, recipe: Recipe, out: Path | None = None, training: bool = True):
+        """``training=False`` (``sj-bwsnn eval``) skips the teacher and ``model.init_from``."""
+        self.recipe, self.out = recipe, out
+        t = recipe.train
+        self.device = distributed.init_distributed(pick_device(t.device))
+        self.rank, self.world = distributed.world()
+        self.is_main = self.rank == 0
+        seed_everything(recipe.seed + self.rank, t.deterministic)
+        self.train_loader, self.test_loader, self.info = build_loaders(
+            recipe.data, recipe.seed, recipe.T, self.rank, self.world,
+            drop_last=recipe.data.mixup > 0 or recipe.data.cutmix > 0)
+        self.mixup = _build_mixup(recipe, self.info.num_classes)
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        self.model = build_model(recipe, self.info)
+        if recipe.model.init_from and training:
+            init_from_checkpoint(self.model, recipe.model.init_from)
+        self.model = self.model.to(self.device, memory_format=self.memory_format)
+        self.teacher = build_teacher(recipe, self.info, self.device) if training else None
+        self.objective = build_objective(recipe, self.teacher)
         self.method = build_method(recipe)
-        o = recipe.optim
+        self.precision = Precision(t.amp, self.device, t.clip_grad)
+        self.ema = None
+        if t.ema_decay:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
+        self.net = self.model  # what the method trains: DDP-wrapped under torchrun
+        if self.world > 1:
+            if self.method.name not in DDP_METHODS:
+                raise UserError(f"train.method {self.method.name} calls the model step by step, "
+                                f"which bypasses DDP's gradient sync; under torchrun use one of "
+                                f"{', '.join(DDP_METHODS)}")
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self._build_optim()
+        self.epoch, self.step = 0, 0
+        self.metrics: list[dict] = []
+        self.best_acc = -1.0
+
+    def _build_optim(self) -> None:
+        o = self.recipe.optim
         try:
             self.optimizer = create_optimizer_v2(
                 param_groups(self.model, o.weight_decay, o.binary_weight_decay), opt=o.name,
@@ -127,23 +149,22 @@ class Trainer:
         if o.sched != "none":
             try:
                 self.scheduler, _ = create_scheduler_v2(
-                    self.optimizer, sched=o.sched, num_epochs=recipe.train.epochs,
+                    self.optimizer, sched=o.sched, num_epochs=self.recipe.train.epochs,
                     warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr, min_lr=o.min_lr)
             except (ValueError, AssertionError) as e:
                 raise UserError(f"optim.sched: {o.sched!r} is not usable ({e})") from None
             if self.scheduler is None:
                 raise UserError(f"optim.sched: unknown schedule {o.sched!r} (try cosine, step, none)")
-        self.epoch = 0
-        self.metrics: list[dict] = []
-        self.best_acc = -1.0
 
     # -- state ---------------------------------------------------------------------------------
 
     def state(self) -> dict:
         return {
-            "recipe": self.recipe.to_dict(), "epoch": self.epoch, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "recipe": self.recipe.to_dict(), "epoch": self.epoch, "step": self.step,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.precision.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
             "metrics": self.metrics, "best_acc": self.best_acc,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -165,86 +186,148 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler and ckpt.get("scheduler"):
             self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.precision.load_state_dict(ckpt.get("scaler") or {})
+        if self.ema and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
         self.epoch, self.metrics, self.best_acc = ckpt["epoch"], ckpt["metrics"], ckpt["best_acc"]
+        self.step = ckpt.get("step", 0)
         rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
-        random.setstate(tuple(tuple(v) if isinstance(v, list) else v
-                              for v in json.loads(rng["python"])))
+        if self.world == 1:  # other ranks' streams were never saved; theirs restart from the seed
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32),
+                                 rng["numpy_pos"], 0, 0.0))
+            random.setstate(tuple(tuple(v) if isinstance(v, list) else v
+                                  for v in json.loads(rng["python"])))
         self.train_loader.generator.set_state(rng["loader"])
 
     # -- loops ---------------------------------------------------------------------------------
 
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """To the device; frames to time-first ``[T, N, C, H, W]``; channels_last for images."""
+        x = x.to(self.device, non_blocking=True)
+        if self.info.frames:
+            return x.transpose(0, 1).contiguous()
+        return x.contiguous(memory_format=self.memory_format)
+
+    def _mix(self, x: torch.Tensor, y: torch.Tensor):
+        """timm Mixup/CutMix on a batch; frames ``[N, T, C, H, W]`` mix as ``[N, T*C, H, W]``."""
+        if self.info.frames:
+            shape = x.shape
+            x, y = self.mixup(x.flatten(1, 2), y)
+            return x.view(shape), y
+        return self.mixup(x, y)
+
     def train_one_epoch(self) -> dict:
-        model, dev = self.model, self.device
-        model.train()
+        net, dev = self.net, self.device
+        net.train()
+        sampler = self.train_loader.sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
         total = len(self.train_loader)
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
         seen = 0
-        bar = tqdm(self.train_loader, total=total, leave=False, dynamic_ncols=True,
-                   desc=f"epoch {self.epoch + 1}/{self.recipe.train.epochs}", disable=None)
-        for step, (x, y) in enumerate(bar, 1):
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            loss, logits = self.method.train_step(model, x, y, self.objective, self.optimizer)
-            functional.reset_net(model)
-            loss_sum += loss.float() * y.numel()
-            correct += (logits.argmax(1) == y).sum()
-            seen += y.numel()
-            if step % SYNC_EVERY == 0 or step == total:
+        desc = f"epoch {self.epoch + 1}/{self.recipe.train.epochs}"
+        bar = progress(self.train_loader, total, desc, self.is_main)
+        for i, (x, y) in enumerate(bar, 1):
+            if self.mixup is not None:
+                x, y = self._mix(x, y)
+            x, y = self._prepare(x), y.to(dev, non_blocking=True)
+            loss, logits = self.method.train_step(net, x, y, self.objective, self.optimizer,
+                                                  self.precision)
+            functional.reset_net(net)
+            self.step += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.step)
+            hard = y.argmax(1) if y.dim() == 2 else y
+            loss_sum += loss.float() * hard.numel()
+            correct += (logits.argmax(1) == hard).sum()
+            seen += hard.numel()
+            if i % SYNC_EVERY == 0 or i == total:
                 avg = loss_sum.item() / seen
                 if not math.isfinite(avg):
                     raise UserError(
-                        f"training loss became {avg} in epoch {self.epoch + 1} by step {step}; "
+                        f"training loss became {avg} in epoch {self.epoch + 1} by step {i}; "
                         f"stopped without saving this epoch (lower optim.lr or check the data)"
                         + (f"; the last good checkpoint is {self.out / 'last.pt'}"
                            if self.out and (self.out / "last.pt").exists() else ""))
                 bar.set_postfix(loss=f"{avg:.4f}", acc=f"{correct.item() / seen:.4f}")
-        return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1)}
+        loss_total, right, n = distributed.all_sum([loss_sum.item(), correct.item(), seen], dev)
+        return {"train_loss": loss_total / max(n, 1), "train_acc": right / max(n, 1)}
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
-        model, dev = self.model, self.device
+    def evaluate(self, model: torch.nn.Module | None = None) -> dict:
+        """Test loss and accuracy of ``model`` (default: the trained model), summed over ranks."""
+        model = model if model is not None else self.model
         model.eval()
+        dev = self.device
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
         seen = 0
         for x, y in self.test_loader:
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            logits = model(x)
+            x, y = self._prepare(x), y.to(dev, non_blocking=True)
+            with self.precision.autocast():
+                logits = model(x)
             functional.reset_net(model)
-            loss_sum += self.eval_loss(logits.float(), y) * y.numel()
+            loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
             seen += y.numel()
-        return {"test_loss": loss_sum.item() / max(seen, 1), "test_acc": correct.item() / max(seen, 1)}
+        loss_total, right, n = distributed.all_sum([loss_sum.item(), correct.item(), seen], dev)
+        return {"test_loss": loss_total / max(n, 1), "test_acc": right / max(n, 1)}
 
-    def fit(self) -> dict:
-        """Train the remaining epochs; returns the last epoch's metrics."""
+    def _epoch_row(self) -> dict:
+        t0 = time.perf_counter()
+        row = {"epoch": self.epoch + 1, **self.train_one_epoch(), **self.evaluate()}
+        if self.ema is not None:
+            ema = self.evaluate(self.ema.module)
+            row.update(test_loss_ema=ema["test_loss"], test_acc_ema=ema["test_acc"])
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        row["time_s"] = round(time.perf_counter() - t0, 3)
+        return row
+
+    def fit(self, until: int | None = None) -> dict:
+        """Train the remaining epochs (or stop after epoch ``until``, e.g. to fit a job's time
+        limit; the schedule still follows ``train.epochs``); returns the last epoch's metrics."""
         assert self.out is not None
         epochs = self.recipe.train.epochs
-        if self.epoch >= epochs:
+        stop = min(epochs, until) if until is not None else epochs
+        main = self.is_main
+        if self.epoch >= epochs and main:
             print(f"nothing to do: {self.out / 'last.pt'} already finished {self.epoch} epochs "
                   f"(raise train.epochs to continue)")
-        while self.epoch < epochs:
-            t0 = time.perf_counter()
-            row = {"epoch": self.epoch + 1, **self.train_one_epoch(), **self.evaluate()}
-            row["lr"] = self.optimizer.param_groups[0]["lr"]
-            row["time_s"] = round(time.perf_counter() - t0, 3)
-            self.epoch += 1
-            if self.scheduler:
-                self.scheduler.step(self.epoch)
-            self.metrics.append(row)
-            improved = row["test_acc"] > self.best_acc
-            self.best_acc = max(self.best_acc, row["test_acc"])
-            state = self.state()
-            save_checkpoint(self.out / "last.pt", state)
-            if improved:
-                save_checkpoint(self.out / "best.pt", state)
-            _write_json(self.out / "metrics.json", self.metrics)
-            print(f"epoch {row['epoch']:>3}/{epochs}  train_loss={row['train_loss']:.4f} "
-                  f"train_acc={row['train_acc']:.4f}  test_loss={row['test_loss']:.4f} "
-                  f"test_acc={row['test_acc']:.4f}  lr={row['lr']:.2e}  {row['time_s']:.1f}s",
-                  flush=True)
+        tb = TensorBoard(self.out / "tb" if main and self.recipe.train.tensorboard else None)
+        try:
+            while self.epoch < stop:
+                row = self._epoch_row()
+                self.epoch += 1
+                if self.scheduler:
+                    self.scheduler.step(self.epoch)
+                self.metrics.append(row)
+                improved = row["test_acc"] > self.best_acc
+                self.best_acc = max(self.best_acc, row["test_acc"])
+                if main:
+                    self._save(improved)
+                    tb.add(row, self.epoch)
+                    self._print(row, epochs)
+        finally:
+            tb.close()
+        if main and self.recipe.train.plot and self.metrics:
+            plot_curves(self.metrics, self.out / "curves.png")
         return self.metrics[-1] if self.metrics else {}
+
+    def _save(self, improved: bool) -> None:
+        state = self.state()
+        save_checkpoint(self.out / "last.pt", state)
+        if improved:
+            save_checkpoint(self.out / "best.pt", state)
+        _write_json(self.out / "metrics.json", self.metrics)
+
+    @staticmethod
+    def _print(row: dict, epochs: int) -> None:
+        ema = f" test_acc_ema={row['test_acc_ema']:.4f}" if "test_acc_ema" in row else ""
+        print(f"epoch {row['epoch']:>3}/{epochs}  train_loss={row['train_loss']:.4f} "
+              f"train_acc={row['train_acc']:.4f}  test_loss={row['test_loss']:.4f} "
+              f"test_acc={row['test_acc']:.4f}{ema}  lr={row['lr']:.2e}  {row['time_s']:.1f}s",
+              flush=True)

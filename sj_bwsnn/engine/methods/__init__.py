@@ -1,8 +1,11 @@
 """Training methods: how one batch turns into gradients and optimizer steps.
 
-A method is an object with ``train_step(model, x, y, objective, optimizer) -> (loss, logits)``;
-it owns zero_grad, forward, backward and ``optimizer.step()`` (online methods step more than once
-per batch). ``loss`` and ``logits`` (time-averaged, ``[N, K]``) come back detached for metrics.
+A method is an object with
+``train_step(model, x, y, objective, optimizer, precision=None) -> (loss, logits)``;
+it owns zero_grad, forward, backward and the optimizer step (online methods step more than once
+per batch), running forward and loss in ``precision.autocast()`` and going through
+``precision.backward(loss)`` / ``precision.step(optimizer)`` (AMP, grad scaling, clipping: see
+:mod:`sj_bwsnn.engine.precision`). ``loss`` and ``logits`` (time-averaged, ``[N, K]``) come back detached for metrics.
 The trainer resets the network's neuron state after each batch. Objectives are called as
 ``objective(logits [N, K], y, x)`` with the batch's ``x`` (a distillation objective caches its
 teacher's logits per ``x``, so per-step calls with the same ``x`` are cheap).
@@ -31,6 +34,7 @@ across calls until ``functional.reset_net``, as every SpikingJelly multi-step ne
 from __future__ import annotations
 
 from ...errors import UserError, closest
+from ..precision import Precision
 from .stepwise import OTTT, SLTT, SLTTK, SLTTFused
 from .traces import presynaptic_traces, traced_layers
 
@@ -43,12 +47,14 @@ class BPTT:
 
     name = "bptt"
 
-    def train_step(self, model, x, y, objective, optimizer):
+    def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
+        precision = precision or Precision()
         optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = objective(logits, y, x)
-        loss.backward()
-        optimizer.step()
+        with precision.autocast():
+            logits = model(x)
+            loss = objective(logits, y, x)
+        precision.backward(loss)
+        precision.step(optimizer)
         return loss.detach(), logits.detach()
 
 
@@ -63,14 +69,17 @@ class DSR(BPTT):
 
     name = "dsr"
 
-    def train_step(self, model, x, y, objective, optimizer):
+    def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
         from spikingjelly.activation_based.neuron import DSRIFNode, DSRLIFNode
 
         if not any(isinstance(m, (DSRIFNode, DSRLIFNode)) for m in model.modules()):
             raise UserError("train.method dsr needs a model built with DSR neurons; "
                             "set neuron.type: dsr_if or dsr_lif")
-        return super().train_step(model, x, y, objective, optimizer)
+        return super().train_step(model, x, y, objective, optimizer, precision)
 
+
+#: methods whose single multi-step ``model(x)`` call goes through DDP's forward (gradient sync)
+DDP_METHODS = ("bptt", "dsr")
 
 METHODS = {"bptt": BPTT, "sltt": SLTT, "sltt_fused": SLTTFused, "sltt_k": SLTTK, "ottt": OTTT,
            "dsr": DSR}
@@ -99,5 +108,5 @@ def build_method(spec):
     return METHODS[name]()
 
 
-__all__ = ["BPTT", "DSR", "METHODS", "OTTT", "SLTT", "SLTTFused", "SLTTK", "build_method",
+__all__ = ["BPTT", "DDP_METHODS", "DSR", "METHODS", "OTTT", "SLTT", "SLTTFused", "SLTTK", "build_method",
            "presynaptic_traces", "trace_decay_for", "traced_layers"]

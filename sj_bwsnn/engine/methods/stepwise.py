@@ -30,6 +30,7 @@ from contextlib import nullcontext
 import torch
 from spikingjelly.activation_based import functional
 
+from ..precision import Precision
 from ...errors import UserError
 from .traces import presynaptic_traces, traced_layers
 
@@ -57,7 +58,8 @@ class _StepWise:
         """A context active for the whole batch (OTTT: the traces)."""
         return nullcontext()
 
-    def train_step(self, model, x, y, objective, optimizer):
+    def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
+        precision = precision or Precision()
         steps = step_inputs(model, x)
         T = len(steps)
         chosen = self.grad_steps(T)
@@ -66,19 +68,19 @@ class _StepWise:
         logits_sum = None
         with self.context(model):
             for t, x_t in enumerate(steps):
-                with torch.set_grad_enabled(t in chosen):
+                with torch.set_grad_enabled(t in chosen), precision.autocast():
                     logits_t = model.forward_seq(x_t)[0]
                     loss_t = objective(logits_t, y, x) / T
                 if t in chosen:
-                    loss_t.backward()
+                    precision.backward(loss_t)
                     functional.detach_net(model)  # V[t] leaves this step's graph
                     if self.online_update:
-                        optimizer.step()
+                        precision.step(optimizer)
                         optimizer.zero_grad(set_to_none=True)
                 loss_sum += loss_t.detach()
                 logits_sum = logits_t.detach() if logits_sum is None else logits_sum + logits_t.detach()
         if not self.online_update:
-            optimizer.step()
+            precision.step(optimizer)
         return loss_sum, logits_sum / T
 
 
@@ -130,7 +132,8 @@ class SLTTFused(_StepWise):
 
     name = "sltt_fused"
 
-    def train_step(self, model, x, y, objective, optimizer):
+    def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
+        precision = precision or Precision()
         nodes = [m for m in model.modules() if hasattr(m, "temporal_grad")]
         if not nodes:
             raise UserError("train.method sltt_fused needs sj_bwsnn.neuron nodes (temporal_grad "
@@ -138,9 +141,10 @@ class SLTTFused(_StepWise):
         for m in nodes:  # the forward is unchanged, so evaluation is unaffected
             m.temporal_grad = False
         optimizer.zero_grad(set_to_none=True)
-        logits_seq = model.forward_seq(x)
-        T = logits_seq.shape[0]
-        loss = sum(objective(logits_seq[t], y, x) for t in range(T)) / T
-        loss.backward()
-        optimizer.step()
+        with precision.autocast():
+            logits_seq = model.forward_seq(x)
+            T = logits_seq.shape[0]
+            loss = sum(objective(logits_seq[t], y, x) for t in range(T)) / T
+        precision.backward(loss)
+        precision.step(optimizer)
         return loss.detach(), logits_seq.detach().mean(0)
