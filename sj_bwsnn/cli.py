@@ -87,10 +87,16 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / path.stem / time.strftime("%Y%m%d-%H%M%S")
     distributed.init_distributed(pick_device(recipe.train.device))
     main = distributed.world()[0] == 0
+    fresh = not out.exists()
     if main:
         _prepare_out(out, args.resume)
     try:
-        trainer = Trainer(recipe, out)
+        try:
+            trainer = Trainer(recipe, out)
+        except UserError:
+            if main and fresh and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # a run that never started leaves nothing behind
+            raise
         if args.resume:
             trainer.load_state(load_checkpoint(out / "last.pt"), out / "last.pt")
             if main:

@@ -15,7 +15,6 @@ network's neuron state is reset (``functional.reset_net``) after every batch.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import random
@@ -32,6 +31,7 @@ from timm.scheduler import create_scheduler_v2
 from ..data import build_loaders
 from ..errors import UserError
 from ..layers import BinaryConv2d, BinaryLinear
+from ..neuron import check_backend_available
 from . import distributed
 from .build import build_model, pick_device
 from .checkpoint import atomic_write_bytes, load_model_state, save_checkpoint
@@ -103,6 +103,7 @@ class Trainer:
         self.recipe, self.out = recipe, out
         t = recipe.train
         self.device = distributed.init_distributed(pick_device(t.device))
+        check_backend_available(recipe.neuron.backend, self.device)
         self.rank, self.world = distributed.world()
         self.is_main = self.rank == 0
         seed_everything(recipe.seed + self.rank, t.deterministic)

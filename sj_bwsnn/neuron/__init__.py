@@ -5,10 +5,11 @@
 recipes name one with :func:`resolve_neuron` / :func:`neuron_kwargs_from_config`.
 """
 
-from .nodes import BACKENDS, IFNode, LIFNode
+from .nodes import BACKENDS, IFNode, LIFNode, check_backend_available
 from .registry import NEURONS, SURROGATES, build_surrogate, neuron_kwargs_from_config, resolve_neuron
 
 __all__ = [
+    "check_backend_available",
     "BACKENDS", "IFNode", "LIFNode", "NEURONS", "SURROGATES",
     "build_surrogate", "neuron_kwargs_from_config", "resolve_neuron",
 ]

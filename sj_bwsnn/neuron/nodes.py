@@ -58,6 +58,22 @@ def _cupy_available() -> bool:
     return _CUPY_OK
 
 
+def check_backend_available(backend: str, device: torch.device | str) -> None:
+    """Raise the one-line error ``backend='cupy'`` would give on ``device``, before any forward."""
+    if backend != "cupy":
+        return
+    if torch.device(device).type != "cuda":
+        raise UserError(
+            f"neuron backend 'cupy' needs CUDA tensors, got a {torch.device(device).type} tensor; "
+            "use backend: auto (or torch) to run on the CPU"
+        )
+    if not _cupy_available():
+        raise UserError(
+            "neuron backend 'cupy' needs CuPy: pip install 'sj-bwsnn[cuda]' (cupy-cuda12x), "
+            "or use backend: auto"
+        )
+
+
 class _BackendMixin:
     """Chooses the multi-step implementation per call (see the module docstring)."""
 
@@ -90,16 +106,7 @@ class _BackendMixin:
         if self.backend == "auto":
             ok = x.is_cuda and fused.unsupported_reason(self, x) is None and _cupy_available()
             return "cupy" if ok else "torch"
-        if not _cupy_available():
-            raise UserError(
-                "neuron backend 'cupy' needs CuPy: pip install 'sj-bwsnn[cuda]' (cupy-cuda12x), "
-                "or use backend: auto"
-            )
-        if not x.is_cuda:
-            raise UserError(
-                f"neuron backend 'cupy' needs CUDA tensors, got a {x.device.type} tensor; "
-                "use backend: auto (or torch) to run on the CPU"
-            )
+        check_backend_available("cupy", x.device)
         return "cupy"  # configurations the kernel lacks are refused in fused.py
 
     def extra_repr(self) -> str:
