@@ -191,8 +191,10 @@ def test_cupy_on_cpu_tensor_is_one_clear_error(monkeypatch):
 
 def test_cupy_without_cupy_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(nodes, "_cupy_available", lambda: False)
+    # on a CUDA device (checked before any tensor exists, as the trainer does)
     with pytest.raises(UserError, match=r"needs CuPy: pip install 'sj-bwsnn\[cuda\]'"):
-        IFNode(step_mode="m", backend="cupy")(torch.randn(2, 3))
+        nodes.check_backend_available("cupy", "cuda")
+    nodes.check_backend_available("auto", "cuda")  # auto falls back instead of failing
 
 
 def test_unknown_backend_rejected():
