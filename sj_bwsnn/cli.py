@@ -79,6 +79,7 @@ def _prepare_out(out: Path, resume: bool) -> None:
 def cmd_train(args) -> int:
     from .engine import Trainer, load_checkpoint, load_recipe
     from .engine import distributed
+    from .engine.trainer import TrainingInterrupted
     from .engine.build import pick_device
     from .engine.checkpoint import atomic_write_bytes
 
@@ -114,10 +115,15 @@ def cmd_train(args) -> int:
                   f"[{trainer.device}{ranks}]{kd} -> {out}", flush=True)
         try:
             trainer.fit()
+        except TrainingInterrupted as stop:
+            print(f"{stop}; saved {out / 'last.pt'}. Resume with: sj-bwsnn train {args.recipe} "
+                  f"--out {out} --resume" + "".join(f" --set {s}" for s in args.set),
+                  file=sys.stderr)
+            return 130
         except KeyboardInterrupt:
-            print(f"\ninterrupted after epoch {trainer.epoch}; the last finished epoch is saved in "
-                  f"{out / 'last.pt'}. Resume with: sj-bwsnn train {args.recipe} --out {out} "
-                  f"--resume", file=sys.stderr)
+            print(f"\naborted; {out / 'last.pt'} holds the last saved state. Resume with: sj-bwsnn "
+                  f"train {args.recipe} --out {out} --resume" + "".join(f" --set {s}" for s in args.set),
+                  file=sys.stderr)
             return 130
         if main:
             print(f"final test_acc={trainer.metrics[-1]['test_acc']:.4f}")

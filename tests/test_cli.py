@@ -66,15 +66,11 @@ def test_recipes_lists_bundled_recipes(cli):
     assert any(line.startswith("digits_bwsnn") and "digits" in line for line in proc.stdout.splitlines())
 
 
+# The whole bad-input table runs in-process in test_bad_inputs.py; these two prove the real
+# process exit code and the absence of a traceback.
 @pytest.mark.parametrize("args,needle", [
     (["train", "no_such_recipe"], "recipe not found"),
     (["train", "digits_bwsnn", "--set", "optim.lrr=1"], "did you mean 'optim.lr'"),
-    (["train", "digits_bwsnn", "--set", "T=0"], "'T' must be >= 1"),
-    (["train", "digits_bwsnn", "--set", "model.name=bw_resnet99"], "unknown model 'bw_resnet99'"),
-    (["train", "digits_bwsnn", "--set", "neuron.surrogate=sigmiod"], "did you mean 'sigmoid'"),
-    (["train", "digits_bwsnn", "--set", "neuron.backend=cupy", "--set", "train.device=cpu"],
-     "neuron backend 'cupy' needs CUDA"),
-    (["eval", "digits_bwsnn", "--checkpoint", "missing.pt"], "checkpoint not found"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, needle):
     if args[0] == "train":
@@ -98,23 +94,10 @@ def test_debug_flag_shows_the_traceback(cli):
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
-def test_unwritable_output_directory(cli, tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    _one_line_error(cli("train", "digits_bwsnn", "--out", str(blocker / "sub")), "not writable")
-
-
-def test_checkpoint_with_pickled_objects_is_refused(cli, tmp_path):
-    import argparse
-
-    evil = tmp_path / "evil.pt"
-    torch.save({"model": {}, "extra": argparse.Namespace(payload="anything")}, evil)
-    _one_line_error(cli("eval", "digits_bwsnn", "--checkpoint", str(evil)), "weights_only")
-
-
 def test_non_finite_loss_stops_with_one_line_and_writes_no_checkpoint(cli, tmp_path):
     out = tmp_path / "nan"
     proc = cli("train", "digits_bwsnn", "--out", str(out), "--set", "optim.name=sgd",
                "--set", "optim.lr=1e30", "--set", "optim.sched=none", "--set", "train.epochs=1")
-    _one_line_error(proc, "training loss became nan in epoch 1")
+    _one_line_error(proc, "training loss became non-finite (nan/inf) at step ")
+    assert "of epoch 1; stopped; nothing was saved" in proc.stderr
     assert not (out / "last.pt").exists() and not (out / "metrics.json").exists()

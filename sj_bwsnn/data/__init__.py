@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 from ..errors import UserError, closest
+from .sampler import EpochSampler
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "cifar10dvs")
 
@@ -66,10 +67,10 @@ def build_loaders(cfg: Any, seed: int, T: int = 4, rank: int = 0, world: int = 1
                   drop_last: bool = False) -> tuple[DataLoader, DataLoader, DataInfo]:
     """Train and test loaders for the recipe's ``data`` section.
 
-    Single process: the training loader shuffles with a generator seeded by ``seed`` (a run is
-    repeatable and resumable). With ``world > 1`` (DDP) the training set goes through a
-    ``DistributedSampler`` (seed ``seed``; the trainer calls ``set_epoch``) and the test set is
-    sharded ``rank::world`` without padding, so summed metrics count every test sample once.
+    The training loader draws its order from an :class:`~.sampler.EpochSampler` (fixed by
+    ``seed`` and the epoch, sharded over ``world`` ranks, resumable mid-epoch; the trainer calls
+    ``set_epoch``/``set_start``). With ``world > 1`` (DDP) the test set is sharded
+    ``rank::world`` without padding, so summed metrics count every test sample once.
     ``drop_last`` keeps training batches full (timm Mixup needs an even batch).
     """
     train, test, info = build_datasets(cfg, T)
@@ -79,16 +80,12 @@ def build_loaders(cfg: Any, seed: int, T: int = 4, rank: int = 0, world: int = 1
     # no persistent workers: fresh workers each epoch draw their seeds from ``gen``, whose state
     # the checkpoint restores, so augmentation stays exactly resumable with num_workers > 0
     common = dict(num_workers=cfg.num_workers, pin_memory=pin)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # only seeds the workers; the order is the sampler's
+    sampler = EpochSampler(len(train), seed, rank, world)
+    train_loader = DataLoader(train, batch_size=cfg.batch_size, sampler=sampler,
+                              drop_last=drop_last, generator=gen, **common)
     if world > 1:
-        sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed,
-                                     drop_last=drop_last)
-        train_loader = DataLoader(train, batch_size=cfg.batch_size, sampler=sampler,
-                                  drop_last=drop_last, generator=gen, **common)
         test = Subset(test, range(rank, len(test), world))
-    else:
-        train_loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True,
-                                  drop_last=drop_last, generator=gen, **common)
     test_loader = DataLoader(test, batch_size=cfg.test_batch_size or cfg.batch_size,
                              shuffle=False, **common)
     return train_loader, test_loader, info

@@ -125,6 +125,7 @@ class TrainConfig:
     ema_decay: Optional[float] = None  # timm ModelEmaV3 decay (e.g. 0.9998); null: no EMA
     tensorboard: bool = True  # OUT/tb scalars when tensorboard is installed
     plot: bool = True  # OUT/curves.png at the end of a run
+    checkpoint_every: int = 0  # also save OUT/last.pt every N training steps (0: at epoch ends)
 
 
 @dataclass
@@ -230,6 +231,7 @@ def _check_ranges(r: Recipe) -> None:
         (r.train.epochs >= 1, "train.epochs", "must be >= 1"),
         (0.0 <= r.train.label_smoothing < 1.0, "train.label_smoothing", "must lie in [0, 1)"),
         (r.train.log_interval >= 0, "train.log_interval", "must be >= 0"),
+        (r.train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0: epoch ends only)"),
         (r.train.k >= 1, "train.k", "must be >= 1"),
         (r.train.method != "sltt_k" or r.train.k <= r.T, "train.k", "must be <= T for sltt_k"),
         (0.0 <= r.train.mse_lambda <= 1.0, "train.mse_lambda", "must lie in [0, 1]"),

@@ -16,8 +16,10 @@ network's neuron state is reset (``functional.reset_net``) after every batch.
 from __future__ import annotations
 
 import json
-import math
 import random
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,14 @@ def _build_mixup(recipe: Recipe, num_classes: int):
                  num_classes=num_classes)
 
 
+class TrainingInterrupted(Exception):
+    """Raised after SIGINT once a resumable checkpoint of the position is saved."""
+
+    def __init__(self, epoch: int, batch: int, total: int):
+        super().__init__(f"stopped in epoch {epoch + 1} after batch {batch}/{total}")
+        self.epoch, self.batch, self.total = epoch, batch, total
+
+
 class Trainer:
     """Build everything a run needs from ``recipe``; :meth:`fit` trains, :meth:`evaluate` tests."""
 
@@ -135,6 +145,10 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self._build_optim()
         self.epoch, self.step = 0, 0
+        self.batch_in_epoch = 0  # batches of the current epoch already trained (mid-epoch resume)
+        self._partial = (0.0, 0, 0)  # that part's (loss sum, correct, seen)
+        self._epoch_loader_state = self.train_loader.generator.get_state()
+        self._stop_requested = False  # set by SIGINT: save after this step and stop
         self.metrics: list[dict] = []
         self.best_acc = -1.0
 
@@ -162,6 +176,7 @@ class Trainer:
     def state(self) -> dict:
         return {
             "recipe": self.recipe.to_dict(), "epoch": self.epoch, "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch, "partial": list(self._partial),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.precision.state_dict(),
@@ -172,7 +187,8 @@ class Trainer:
                     "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
                     "numpy_pos": int(np.random.get_state()[2]),
                     "python": json.dumps(random.getstate()),
-                    "loader": self.train_loader.generator.get_state()},
+                    "loader": self.train_loader.generator.get_state(),
+                    "epoch_loader": self._epoch_loader_state},
         }
 
     def load_state(self, ckpt: dict, path: Path) -> None:
@@ -192,6 +208,8 @@ class Trainer:
             self.ema.load_state_dict(ckpt["ema"])
         self.epoch, self.metrics, self.best_acc = ckpt["epoch"], ckpt["metrics"], ckpt["best_acc"]
         self.step = ckpt.get("step", 0)
+        self.batch_in_epoch = ckpt.get("batch_in_epoch", 0)
+        self._partial = tuple(ckpt.get("partial") or (0.0, 0, 0))
         rng = ckpt["rng"]
         if self.world == 1:  # other ranks' streams were never saved; theirs restart from the seed
             torch.set_rng_state(rng["torch"])
@@ -201,7 +219,10 @@ class Trainer:
                                  rng["numpy_pos"], 0, 0.0))
             random.setstate(tuple(tuple(v) if isinstance(v, list) else v
                                   for v in json.loads(rng["python"])))
-        self.train_loader.generator.set_state(rng["loader"])
+        # mid-epoch: rewind the worker-seed generator to the epoch's start, so the resumed epoch's
+        # loader draws the same worker seeds as the interrupted one did
+        self.train_loader.generator.set_state(rng["epoch_loader"] if self.batch_in_epoch
+                                              else rng["loader"])
 
     # -- loops ---------------------------------------------------------------------------------
 
@@ -221,18 +242,28 @@ class Trainer:
         return self.mixup(x, y)
 
     def train_one_epoch(self) -> dict:
-        net, dev = self.net, self.device
+        """Train the rest of the current epoch (all of it unless resuming mid-epoch).
+
+        Every ``train.checkpoint_every`` steps, and after the step during which SIGINT arrived,
+        ``OUT/last.pt`` records the position in the epoch (:class:`TrainingInterrupted` follows
+        the latter). A non-finite loss stops the run naming its step, before anything is saved.
+        """
+        net, dev, loader = self.net, self.device, self.train_loader
         net.train()
-        sampler = self.train_loader.sampler
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.epoch)
-        total = len(self.train_loader)
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), device=dev, dtype=torch.long)
-        seen = 0
+        done = self.batch_in_epoch
+        if done == 0:
+            self._epoch_loader_state = loader.generator.get_state()
+        loader.sampler.set_epoch(self.epoch)
+        loader.sampler.set_start(done * loader.batch_size)
+        total = done + len(loader)
+        loss0, correct0, seen = self._partial
+        loss_sum = torch.full((), float(loss0), device=dev)
+        correct = torch.full((), int(correct0), device=dev, dtype=torch.long)
+        first_bad = torch.zeros((), device=dev, dtype=torch.long)  # 1-based step of the first NaN
+        every = self.recipe.train.checkpoint_every
         desc = f"epoch {self.epoch + 1}/{self.recipe.train.epochs}"
-        bar = progress(self.train_loader, total, desc, self.is_main)
-        for i, (x, y) in enumerate(bar, 1):
+        bar = progress(loader, len(loader), desc, self.is_main)
+        for i, (x, y) in enumerate(bar, done + 1):
             if self.mixup is not None:
                 x, y = self._mix(x, y)
             x, y = self._prepare(x), y.to(dev, non_blocking=True)
@@ -243,20 +274,33 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(self.model, step=self.step)
             hard = y.argmax(1) if y.dim() == 2 else y
+            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), i, first_bad)
             loss_sum += loss.float() * hard.numel()
             correct += (logits.argmax(1) == hard).sum()
             seen += hard.numel()
-            if i % SYNC_EVERY == 0 or i == total:
-                avg = loss_sum.item() / seen
-                if not math.isfinite(avg):
-                    raise UserError(
-                        f"training loss became {avg} in epoch {self.epoch + 1} by step {i}; "
-                        f"stopped without saving this epoch (lower optim.lr or check the data)"
-                        + (f"; the last good checkpoint is {self.out / 'last.pt'}"
-                           if self.out and (self.out / "last.pt").exists() else ""))
-                bar.set_postfix(loss=f"{avg:.4f}", acc=f"{correct.item() / seen:.4f}")
+            save = self._stop_requested or (every and self.step % every == 0)
+            if save or i % SYNC_EVERY == 0 or i == total:
+                self._check_finite(int(first_bad))
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
+                                acc=f"{correct.item() / seen:.4f}")
+            if save:
+                self.batch_in_epoch, self._partial = i, (loss_sum.item(), correct.item(), seen)
+                if self.is_main and self.out is not None:
+                    save_checkpoint(self.out / "last.pt", self.state())
+                if self._stop_requested:
+                    raise TrainingInterrupted(self.epoch, i, total)
+        self.batch_in_epoch, self._partial = 0, (0.0, 0, 0)
         loss_total, right, n = distributed.all_sum([loss_sum.item(), correct.item(), seen], dev)
         return {"train_loss": loss_total / max(n, 1), "train_acc": right / max(n, 1)}
+
+    def _check_finite(self, first_bad: int) -> None:
+        if first_bad:
+            last = self.out / "last.pt" if self.out else None
+            keep = (f"; the last good checkpoint {last} is kept" if last and last.exists()
+                    else "; nothing was saved")
+            raise UserError(f"training loss became non-finite (nan/inf) at step {first_bad} of "
+                            f"epoch {self.epoch + 1}; stopped{keep} (lower optim.lr, use "
+                            f"train.clip_grad, or check the data)")
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module | None = None) -> dict:
@@ -299,6 +343,7 @@ class Trainer:
             print(f"nothing to do: {self.out / 'last.pt'} already finished {self.epoch} epochs "
                   f"(raise train.epochs to continue)")
         tb = TensorBoard(self.out / "tb" if main and self.recipe.train.tensorboard else None)
+        previous = self._install_sigint()
         try:
             while self.epoch < stop:
                 row = self._epoch_row()
@@ -314,9 +359,29 @@ class Trainer:
                     self._print(row, epochs)
         finally:
             tb.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         if main and self.recipe.train.plot and self.metrics:
             plot_curves(self.metrics, self.out / "curves.png")
         return self.metrics[-1] if self.metrics else {}
+
+    def _install_sigint(self):
+        """First Ctrl-C: finish the step, save a resumable checkpoint, stop. Second: abort.
+
+        Single process only: under DDP the ranks could stop at different steps and hang in a
+        collective, so there Ctrl-C keeps its default meaning (last.pt from the last save stays).
+        """
+        if self.world > 1 or threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            print("\nstopping after this step (Ctrl-C again to abort without saving)",
+                  file=sys.stderr, flush=True)
+
+        return signal.signal(signal.SIGINT, handler)
 
     def _save(self, improved: bool) -> None:
         state = self.state()
