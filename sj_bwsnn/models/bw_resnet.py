@@ -26,11 +26,12 @@ from torch import nn
 
 from ..layers import MultiShortcutBasicBlock
 from ..neuron import LIFNode
+from .base import SpikingClassifier, entrypoint_kwargs
 
 STEMS = ("imagenet", "cifar")
 
 
-class BWResNet(nn.Module):
+class BWResNet(SpikingClassifier):
     """Multi-shortcut binary-weight spiking ResNet (see module docstring).
 
     :param layers: blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
@@ -96,19 +97,12 @@ class BWResNet(nn.Module):
         """Per-step logits ``[T, N, num_classes]``."""
         return self.fc(self.forward_features(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Time-averaged logits ``[N, num_classes]``."""
-        return self.forward_seq(x).mean(0)
-
     def get_classifier(self) -> nn.Module:
         return self.fc
 
 
 def _create(layers, widths, default_stem, pretrained: bool = False, **kwargs) -> BWResNet:
-    if pretrained:
-        raise ValueError("sj_bwsnn ships no pretrained weights; load a checkpoint instead")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
+    kwargs = entrypoint_kwargs(pretrained, kwargs)
     kwargs.setdefault("stem", default_stem)
     return BWResNet(layers, widths, **kwargs)
 

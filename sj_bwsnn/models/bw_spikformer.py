@@ -45,6 +45,7 @@ from torch import nn
 
 from ..layers import Downsample, make_conv
 from ..neuron import LIFNode
+from .base import SpikingClassifier, entrypoint_kwargs
 
 FFN_SHORTCUTS = ("proj", "free")
 
@@ -130,7 +131,7 @@ class BWSpikformerBlock(nn.Module):
         return self.ffn(x)
 
 
-class BWSpikformer(nn.Module):
+class BWSpikformer(SpikingClassifier):
     """Spikformer with binarized FFN layers (see module docstring).
 
     :param embed_dim, depth, num_heads, mlp_ratio: Transformer size (Spikformer's naming
@@ -196,19 +197,12 @@ class BWSpikformer(nn.Module):
         """Per-step logits ``[T, N, num_classes]``."""
         return self.head(self.forward_features(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Time-averaged logits ``[N, num_classes]``."""
-        return self.forward_seq(x).mean(0)
-
     def get_classifier(self) -> nn.Module:
         return self.head
 
 
 def _create(sizes: dict[str, int], pretrained: bool = False, **kwargs) -> BWSpikformer:
-    if pretrained:
-        raise ValueError("sj_bwsnn ships no pretrained weights; load a checkpoint instead")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
+    kwargs = entrypoint_kwargs(pretrained, kwargs)
     # Sizes are defaults, so a recipe's model.kwargs (or a test) can shrink a registered model.
     for key, value in sizes.items():
         kwargs.setdefault(key, value)

@@ -27,6 +27,8 @@ State ``v`` carries across calls until ``functional.reset_net``.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 
@@ -79,6 +81,17 @@ class _BackendMixin:
 
     backend: str
     temporal_grad: bool
+    _fused: Callable  # the CuPy multi-step function of this neuron family
+
+    def __init__(self, *args, backend: str = "auto", temporal_grad: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend = _check_backend(backend)
+        self.temporal_grad = bool(temporal_grad)
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
+        if self.resolved_backend(x_seq) == "cupy":
+            return self._fused(self, x_seq)
+        return self._torch_multi_step(x_seq, *args, **kwargs)
 
     def _torch_multi_step_no_temporal(self, x_seq: torch.Tensor) -> torch.Tensor:
         """Reference multi-step forward with ``V[t-1]`` detached at every step."""
@@ -117,26 +130,10 @@ class _BackendMixin:
 class LIFNode(_BackendMixin, sj_neuron.LIFNode):
     """SpikingJelly 2.0 ``LIFNode`` plus ``backend='auto'|'cupy'|'torch'`` and ``temporal_grad``."""
 
-    def __init__(self, *args, backend: str = "auto", temporal_grad: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.backend = _check_backend(backend)
-        self.temporal_grad = bool(temporal_grad)
-
-    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
-        if self.resolved_backend(x_seq) == "cupy":
-            return fused.lif_multi_step_cupy(self, x_seq)
-        return self._torch_multi_step(x_seq, *args, **kwargs)
+    _fused = staticmethod(lambda node, x_seq: fused.lif_multi_step_cupy(node, x_seq))
 
 
 class IFNode(_BackendMixin, sj_neuron.IFNode):
     """SpikingJelly 2.0 ``IFNode`` plus ``backend='auto'|'cupy'|'torch'`` and ``temporal_grad``."""
 
-    def __init__(self, *args, backend: str = "auto", temporal_grad: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.backend = _check_backend(backend)
-        self.temporal_grad = bool(temporal_grad)
-
-    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
-        if self.resolved_backend(x_seq) == "cupy":
-            return fused.if_multi_step_cupy(self, x_seq)
-        return self._torch_multi_step(x_seq, *args, **kwargs)
+    _fused = staticmethod(lambda node, x_seq: fused.if_multi_step_cupy(node, x_seq))
