@@ -181,8 +181,11 @@ def _print_json(obj) -> None:
 def cmd_summary(args) -> int:
     from .analysis.summary import format_summary, summarize
 
+    from .analysis.source import sample_batches
+
     src = _analysis_source(args.target, args.set)
-    x = next(iter(src.test_loader))[0][:1]
+    x = next(sample_batches(src, 1))
+    x = x[:, :1] if src.info.frames else x[:1]
     s = summarize(src.model, x, src.recipe.T)
     if args.json:
         _print_json({"source": args.target, "model": src.recipe.model.name, **s})
@@ -210,9 +213,9 @@ def cmd_energy(args) -> int:
     src = build_source(load_recipe(find_recipe(args.recipe), args.set))
     load_model_state(src.model, load_checkpoint(args.checkpoint)["model"], args.checkpoint)
     src.model.to(pick_device(src.recipe.train.device))
-    batches = list(sample_batches(src.test_loader, args.batches))
+    batches = list(sample_batches(src, args.batches))
     rep = energy_report(src.model, batches, src.recipe.T, e_mac, e_ac)
-    samples = sum(b.shape[0] for b in batches)
+    samples = sum(b.shape[1 if src.info.frames else 0] for b in batches)
     if args.plot:
         plot_firing_rates(rep, args.plot)
     if args.json:
@@ -231,7 +234,7 @@ def cmd_export(args) -> int:
     from spikingjelly.activation_based import functional
 
     from .analysis.export import export_model, load_exported
-    from .analysis.source import source_from_checkpoint
+    from .analysis.source import sample_batches, source_from_checkpoint
 
     src = source_from_checkpoint(args.checkpoint)
     out = Path(args.out)
@@ -239,7 +242,7 @@ def cmd_export(args) -> int:
         raise UserError(f"--out: folder {out.parent} does not exist")
     sizes = export_model(src.model, src.recipe.to_dict(), src.info, out)
     # check the promise: the reloaded model gives identical outputs on real test inputs
-    x = next(iter(src.test_loader))[0]
+    x = next(sample_batches(src, 1))
     with torch.no_grad():
         a = src.model(x)
         functional.reset_net(src.model)

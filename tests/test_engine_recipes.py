@@ -47,3 +47,23 @@ def test_cifar10dvs_recipe_runs(tmp_path, capsys):
     assert main(["train", "cifar10dvs_bwsnn_t4", "--out", str(out), *_sets(sets)]) == 0
     rows = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= rows[0]["test_acc"] <= 1.0 and (tmp_path / "frames_number_2_split_by_number").is_dir()
+
+
+def test_analysis_commands_on_event_frames(tmp_path, capsys):
+    """summary / energy / export feed DVS batches time-first, as the trainer does."""
+    make_dvs(tmp_path, per_class=2)
+    sets = TINY + [f"data.root={tmp_path}", "data.input_size=16", "T=2",
+                   "teacher.checkpoint=null", "model.init_from=null"]
+    out = tmp_path / "run"
+    assert main(["train", "cifar10dvs_bwsnn_t4", "--out", str(out), *_sets(sets)]) == 0
+    capsys.readouterr()
+    assert main(["summary", str(out / "last.pt"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    sn = next(l for l in summary["layers"] if l["kind"] == "LIFNode")
+    assert summary["input_shape"][:2] == [2, 1] and sn["out_shape"][0] == 2  # [T, N, ...] in
+    assert main(["energy", "cifar10dvs_bwsnn_t4", "--checkpoint", str(out / "last.pt"), "--json",
+                 *_sets(sets)]) == 0
+    energy = json.loads(capsys.readouterr().out)
+    assert energy["samples"] == 10  # 2 recordings per class, 9:1 split: 1 per class to test
+    assert main(["export", str(out / "last.pt"), "--out", str(tmp_path / "m.bwsnn")]) == 0
+    assert "identical" in capsys.readouterr().out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import DataInfo, build_loaders
+from ..data import DataInfo, build_loaders, to_model_input
 from ..engine.checkpoint import load_checkpoint, load_model_state
 from ..engine.recipe import Recipe, recipe_from_dict
 from ..engine.trainer import build_model, seed_everything
@@ -34,7 +34,7 @@ def is_checkpoint_path(path: str | Path) -> bool:
 def build_source(recipe: Recipe, state: dict | None = None, path: str | Path = "") -> Source:
     """Build the recipe's model (seeded) and loaders; load ``state`` (a state dict) if given."""
     seed_everything(recipe.seed)
-    _, test_loader, info = build_loaders(recipe.data, recipe.seed)
+    _, test_loader, info = build_loaders(recipe.data, recipe.seed, recipe.T)
     model = build_model(recipe, info)
     if state is not None:
         load_model_state(model, state, path)
@@ -48,9 +48,10 @@ def source_from_checkpoint(path: str | Path) -> Source:
     return build_source(recipe_from_dict(ckpt.get("recipe") or {}), ckpt["model"], path)
 
 
-def sample_batches(loader, n_batches: int | None):
-    """The inputs of the first ``n_batches`` batches of ``loader`` (all when None)."""
-    for i, (x, _) in enumerate(loader):
+def sample_batches(src: Source, n_batches: int | None):
+    """The model inputs of the first ``n_batches`` test batches (all when None); event frames
+    come time-first ``[T, N, ...]``, as the trainer feeds them."""
+    for i, (x, _) in enumerate(src.test_loader):
         if n_batches is not None and i >= n_batches:
             return
-        yield x
+        yield to_model_input(x, src.info)

@@ -63,6 +63,12 @@ def _cap(ds, n: int | None, seed: int):
     return Subset(ds, sorted(keep.tolist()))
 
 
+def to_model_input(x: torch.Tensor, info: DataInfo) -> torch.Tensor:
+    """A loader batch as the models take it: event frames ``[N, T, C, H, W]`` become time-first
+    ``[T, N, C, H, W]``; static images ``[N, C, H, W]`` pass unchanged."""
+    return x.transpose(0, 1).contiguous() if info.frames else x
+
+
 def build_loaders(cfg: Any, seed: int, T: int = 4, rank: int = 0, world: int = 1,
                   drop_last: bool = False) -> tuple[DataLoader, DataLoader, DataInfo]:
     """Train and test loaders for the recipe's ``data`` section.

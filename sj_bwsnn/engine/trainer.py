@@ -30,7 +30,7 @@ from spikingjelly.activation_based import functional
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
-from ..data import build_loaders
+from ..data import build_loaders, to_model_input
 from ..errors import UserError
 from ..layers import BinaryConv2d, BinaryLinear
 from ..neuron import check_backend_available
@@ -228,10 +228,8 @@ class Trainer:
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         """To the device; frames to time-first ``[T, N, C, H, W]``; channels_last for images."""
-        x = x.to(self.device, non_blocking=True)
-        if self.info.frames:
-            return x.transpose(0, 1).contiguous()
-        return x.contiguous(memory_format=self.memory_format)
+        x = to_model_input(x.to(self.device, non_blocking=True), self.info)
+        return x if self.info.frames else x.contiguous(memory_format=self.memory_format)
 
     def _mix(self, x: torch.Tensor, y: torch.Tensor):
         """timm Mixup/CutMix on a batch; frames ``[N, T, C, H, W]`` mix as ``[N, T*C, H, W]``."""
