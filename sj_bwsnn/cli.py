@@ -145,7 +145,8 @@ def cmd_eval(args) -> int:
         if not ckpt.get("ema"):
             raise UserError(f"--ema: {args.checkpoint} holds no EMA weights (train with "
                             f"train.ema_decay set)")
-        state = ckpt["ema"]
+        # timm's ModelEmaV3 keeps the averaged copy as its `module`: strip that prefix
+        state = {k.removeprefix("module."): v for k, v in ckpt["ema"].items()}
     load_model_state(trainer.model, state, args.checkpoint)
     m = trainer.evaluate()
     print(f"test_loss={m['test_loss']:.4f} test_acc={m['test_acc']:.4f}")

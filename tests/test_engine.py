@@ -22,7 +22,7 @@ def _sets(*items):
     return [a for item in items for a in ("--set", item)]
 
 
-def test_resume_is_bitwise_exact(tmp_path):
+def test_resume_is_bitwise_exact(tmp_path, capsys):
     """2 epochs straight == 1 epoch + --resume 1 epoch (model, EMA, optimizer, metrics)."""
     extra = FAST + ["data.augment=true", "data.mixup=0.4", "data.cutmix=1.0",
                     "train.label_smoothing=0.1", "train.ema_decay=0.9", "train.plot=false"]
@@ -45,6 +45,10 @@ def test_resume_is_bitwise_exact(tmp_path):
     strip = [{k: v for k, v in m.items() if k != "time_s"} for m in ca["metrics"]]
     assert strip == [{k: v for k, v in m.items() if k != "time_s"} for m in cb["metrics"]]
     assert "test_acc_ema" in ca["metrics"][0]
+    capsys.readouterr()
+    assert main(["eval", DIGITS, "--checkpoint", str(a / "last.pt"), "--ema",
+                 *_sets(*extra, "train.epochs=2")]) == 0
+    assert f"test_acc={ca['metrics'][-1]['test_acc_ema']:.4f}" in capsys.readouterr().out
 
 
 def test_run_writes_files_and_eval_matches(tmp_path, capsys):
