@@ -1,7 +1,7 @@
 """``binarize(model)``: turn the convs and linears of any SpikingJelly or timm model into 1-bit twins.
 
-Each selected ``nn.Conv2d`` / ``nn.Linear`` / SpikingJelly ``layer.Conv2d`` / ``layer.Linear`` is
-replaced in place by :class:`~sj_bwsnn.layers.BinaryConv2d` / :class:`~sj_bwsnn.layers.BinaryLinear`
+Each selected ``nn.Conv2d`` / ``nn.Conv1d`` / ``nn.Linear`` (or SpikingJelly's ``layer.`` versions) is
+replaced in place by :class:`~sj_bwsnn.layers.BinaryConv2d` / ``BinaryConv1d`` / ``BinaryLinear``
 with the same hyper-parameters; its weight (and bias) become the latent initialisation, so
 ``w_b = alpha * sign(w_old)`` from the first forward on (the ReActNet two-step schedule: train real,
 then binarize). Step mode is kept: plain torch layers see ``[N, ...]`` tensors, so their twin is
@@ -11,8 +11,10 @@ Selection, in order:
 
 1. candidates: modules whose type is *exactly* one of the four above. Subclasses (timm's
    ``StdConv2d``, ``Conv2dSame``, SJ's ``WSConv2d``...) change the op, so swapping them would change
-   the model silently; they are left real and listed. Other weight layers (``Conv1d``, ``Conv3d``)
-   have no binary twin yet and are listed too.
+   the model silently; they are left real and listed. Other weight layers (``Conv3d``,
+   transposed convs) have no binary twin yet and are listed too. Spiking Transformers keep their
+   attention projections and MLPs in 1x1 ``Conv1d``: to binarize only the FFN, as SEI-BWSNN does,
+   select it with ``include`` (e.g. ``'*mlp*'`` for SpikingJelly's Spikformer).
 2. ``include`` (fnmatch patterns on module names, e.g. ``'layer*.conv*'``): if given, only matches.
 3. ``exclude`` (patterns): matches stay real.
 4. ``keep_first_last=True``: the first conv (the stem, which sees the raw image) and the classifier
@@ -34,9 +36,9 @@ from spikingjelly.activation_based import functional, layer
 from torch import nn
 
 from .errors import UserError
-from .layers import BinaryConv2d, BinaryLinear
+from .layers import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear
 
-_REPLACEABLE = (nn.Conv2d, nn.Linear, layer.Conv2d, layer.Linear)
+_REPLACEABLE = (nn.Conv2d, nn.Conv1d, nn.Linear, layer.Conv2d, layer.Conv1d, layer.Linear)
 _WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
@@ -96,10 +98,10 @@ def _classifier_name(model: nn.Module, linears: list[str]) -> str | None:
 def _twin(m: nn.Module, scaling: str, detach_alpha: bool) -> nn.Module:
     """The binary twin of ``m`` with the same hyper-parameters, weights and step mode."""
     step_mode = getattr(m, "step_mode", "s")  # plain torch layers only ever see [N, ...] input
-    if isinstance(m, nn.Conv2d):
-        new = BinaryConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                           m.dilation, m.groups, m.bias is not None, m.padding_mode, step_mode,
-                           scaling, detach_alpha)
+    if isinstance(m, (nn.Conv2d, nn.Conv1d)):
+        cls = BinaryConv2d if isinstance(m, nn.Conv2d) else BinaryConv1d
+        new = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+                  m.groups, m.bias is not None, m.padding_mode, step_mode, scaling, detach_alpha)
     else:
         new = BinaryLinear(m.in_features, m.out_features, m.bias is not None, step_mode,
                            scaling, detach_alpha)
@@ -119,7 +121,7 @@ def _check_patterns(kind: str, patterns: list[str], names: list[str]) -> None:
     for p in patterns:
         if not any(fnmatchcase(n, p) for n in names):
             example = ", ".join(repr(n) for n in names[:3])
-            raise UserError(f"binarize: {kind} pattern {p!r} matches no Conv2d/Linear layer "
+            raise UserError(f"binarize: {kind} pattern {p!r} matches no Conv2d/Conv1d/Linear layer "
                             f"(names look like {example})")
 
 
@@ -146,7 +148,7 @@ def binarize(model: nn.Module, include: list[str] | str | None = None,
             convs.append(name)
         elif isinstance(m, nn.Linear):
             linears.append(name)
-        if isinstance(m, (BinaryConv2d, BinaryLinear)):
+        if isinstance(m, BinaryLayer):
             continue  # already binary (binarize twice is a no-op for them)
         if not name and isinstance(m, _WEIGHT_LAYERS):
             report.kept.append(("<model>", "the model itself is one layer: wrap it to swap it"))

@@ -9,7 +9,7 @@ from spikingjelly.activation_based.model import qkformer, spiking_resnet, spikfo
 from torch import nn
 
 import sj_bwsnn
-from sj_bwsnn import BinaryConv2d, BinaryLinear, binarize
+from sj_bwsnn import BinaryConv1d, BinaryConv2d, BinaryLinear, binarize
 from sj_bwsnn.errors import UserError
 from sj_bwsnn.layers import binarize_weight
 from sj_bwsnn.neuron import LIFNode
@@ -21,7 +21,7 @@ def train_one_step(model, x, y, out_fn=lambda o: o):
     Not every layer needs a nonzero gradient: a deep spiking layer may be silent on tiny random
     input (no spikes in, no weight gradient), so at least half must have one."""
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    bins = [m for m in model.modules() if isinstance(m, (BinaryConv2d, BinaryLinear))]
+    bins = [m for m in model.modules() if isinstance(m, (BinaryConv2d, BinaryConv1d, BinaryLinear))]
     before = [m.weight.detach().clone() for m in bins]
     loss = F.cross_entropy(out_fn(model(x)), y)
     loss.backward()
@@ -72,13 +72,13 @@ def test_patterns_and_keep_first_last():
 
 
 def test_subclasses_are_left_alone():
-    net = nn.Sequential(layer.WSConv2d(1, 2, 3), nn.Conv1d(2, 2, 1), nn.Conv2d(2, 2, 3),
+    net = nn.Sequential(layer.WSConv2d(1, 2, 3), nn.Conv3d(2, 2, 1), nn.Conv2d(2, 2, 3),
                         nn.Conv2d(2, 2, 3), nn.Linear(2, 2))
     r = binarize(net)
     assert r.names == ["2", "3"]  # the WSConv2d is the first conv: "2" is not protected
-    assert type(net[0]) is layer.WSConv2d and type(net[1]) is nn.Conv1d
+    assert type(net[0]) is layer.WSConv2d and type(net[1]) is nn.Conv3d
     kept = dict(r.kept)
-    assert kept["0"] == "WSConv2d has no binary twin" and kept["1"] == "Conv1d has no binary twin"
+    assert kept["0"] == "WSConv2d has no binary twin" and kept["1"] == "Conv3d has no binary twin"
 
 
 def test_sj_spiking_resnet18_trains_one_step(monkeypatch):
@@ -96,16 +96,25 @@ def test_sj_spiking_resnet18_trains_one_step(monkeypatch):
     train_one_step(net, x, torch.tensor([0, 3]), out_fn=lambda o: o.mean(0))
 
 
-def test_sj_spikformer_trains_one_step():
+def test_sj_spikformer_binary_ffn_trains_one_step():
+    """SEI-BWSNN's recipe on SJ's own Spikformer: 1-bit MLP (1x1 Conv1d), attention left real."""
     torch.manual_seed(0)
     net = spikformer.spikformer_ti(T=1, img_size_h=32, img_size_w=32, num_classes=4,
                                    spiking_neuron=LIFNode)
-    r = binarize(net)
-    # SJ's Spikformer keeps its FFN/attention in Conv1d: only the SPS stem convs can be swapped
-    assert r.names == [f"patch_embed.stages.{i}.conv_bn.block.0" for i in (1, 2, 3)] + [
-        "patch_embed.positional_encoding.conv_bn.block.0"]
-    assert ("head", "classifier (keep_first_last=True)") in r.kept
+    r = binarize(net, include="*mlp*")
+    assert r.names == [f"blocks.{b}.mlp.fc{i}.0" for b in range(4) for i in (1, 2)]
+    assert all(isinstance(net.get_submodule(n), BinaryConv1d) for n in r.names)
+    assert type(net.blocks[0].attn.qkv_conv_bn[0]) is nn.Conv1d  # attention untouched
+    fc1 = net.blocks[0].mlp.fc1[0]
+    x = (torch.rand(2, fc1.in_channels, 5) > 0.5).float()
+    assert torch.equal(fc1(x), nn.functional.conv1d(x, fc1.binarized_weight()))
     train_one_step(net, torch.randn(2, 3, 32, 32), torch.tensor([1, 2]), out_fn=lambda o: o.mean(0))
+    # without include, the SPS stem convs and every Conv1d (attention too) become binary
+    net = spikformer.spikformer_ti(T=1, img_size_h=32, img_size_w=32, num_classes=4,
+                                   spiking_neuron=LIFNode)
+    r = binarize(net)
+    assert "blocks.0.attn.qkv_conv_bn.0" in r.names and "patch_embed.stages.1.conv_bn.block.0" in r.names
+    assert ("head", "classifier (keep_first_last=True)") in r.kept
 
 
 def test_sj_qkformer_trains_one_step():
@@ -113,8 +122,9 @@ def test_sj_qkformer_trains_one_step():
     net = qkformer.QKFormer(T=2, num_classes=4, embed_dims=16, num_heads=(1, 1, 1),
                             depths=(1, 1, 1), spiking_neuron=LIFNode)
     r = binarize(net)
-    assert "patch_embed1.conv1" not in r.names and len(r) == 9
-    assert all(isinstance(net.get_submodule(n), BinaryConv2d) for n in r.names)
+    assert "patch_embed1.conv1" not in r.names
+    assert all(isinstance(net.get_submodule(n), (BinaryConv2d, BinaryConv1d)) for n in r.names)
+    assert any(isinstance(net.get_submodule(n), BinaryConv1d) for n in r.names)
     train_one_step(net, torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
 
 

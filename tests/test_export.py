@@ -85,3 +85,20 @@ def test_cli_export(exported, capsys):
     assert "identical" in out and "x smaller" in out
     assert main(["export", str(tmp / "c.pt"), "--out", str(tmp / "nodir" / "m.bwsnn")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+
+def test_conv1d_twins_count_as_binary_everywhere():
+    """binarize() gives token MLPs BinaryConv1d layers: export packs them and the optimizer gives
+    their latent weights the binary weight decay."""
+    import sj_bwsnn
+    from sj_bwsnn.analysis.export import _binary_layers
+    from sj_bwsnn.engine.trainer import param_groups
+
+    net = torch.nn.Sequential(torch.nn.Conv1d(4, 8, 1), torch.nn.Conv1d(8, 8, 1),
+                              torch.nn.Conv1d(8, 4, 1))
+    sj_bwsnn.binarize(net, include="1")
+    assert [n for n, _ in _binary_layers(net)] == ["1"]
+    groups = param_groups(net, weight_decay=0.1, binary_weight_decay=0.0)
+    binary = [g for g in groups if g["weight_decay"] == 0.0 and any(p is net[1].weight for p in g["params"])]
+    assert binary and len(binary[0]["params"]) == 1

@@ -79,3 +79,16 @@ def test_multi_shortcut_block_multistep_and_spike_inputs():
     assert len(seen) == 2 and all(set(s.unique().tolist()) <= {0.0, 1.0} for s in seen)
     y.sum().backward()
     functional.reset_net(block)
+
+
+def test_conv1d_both_modes_match_binarized_weight():
+    from sj_bwsnn.layers import BinaryConv1d
+
+    torch.manual_seed(0)
+    conv = BinaryConv1d(6, 4, 1, step_mode="m")
+    x = (torch.rand(3, 2, 6, 5) > 0.5).float()
+    y = conv(x)
+    assert y.shape == (3, 2, 4, 5)
+    assert torch.allclose(y[1], F.conv1d(x[1], conv.binarized_weight()), atol=1e-6)
+    with pytest.raises(ValueError, match=r"4-D \[T, N, C, L\]"):
+        conv(x[0])

@@ -35,7 +35,7 @@ from ..data import DataInfo
 from ..engine.checkpoint import atomic_write_bytes
 from ..engine.recipe import recipe_from_dict
 from ..errors import UserError
-from ..layers import BinaryConv2d, BinaryLinear
+from ..layers import BinaryLayer
 
 FORMAT = "sj_bwsnn.export"
 VERSION = 1
@@ -77,7 +77,7 @@ class Prebinarized(nn.Module):
 
 
 def _binary_layers(model: nn.Module):
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (BinaryConv2d, BinaryLinear))]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, BinaryLayer)]
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 Per reported layer (see :func:`~sj_bwsnn.analysis.profile.reported_modules`):
 
-* ``params_1bit`` — weights of binary layers (:class:`BinaryConv2d`, :class:`BinaryLinear`);
+* ``params_1bit`` — weights of binary layers (any :class:`~sj_bwsnn.layers.BinaryLayer`);
   ``params_32bit`` — every other parameter (stem, downsample 1x1 convs, BN, classifier, biases).
 * ``bytes_trained`` — memory as trained: every parameter and float buffer (BN running statistics)
   in fp32, the 1-bit layers' latent weights included (4 bytes each).
@@ -25,10 +25,9 @@ import math
 import torch
 from torch import nn
 
-from ..layers import BinaryConv2d, BinaryLinear
+from ..layers import BinaryLayer
 from .profile import profile_forward, reported_modules
 
-BINARY_LAYERS = (BinaryConv2d, BinaryLinear)
 
 
 def packed_bytes(n_bits: int) -> int:
@@ -44,10 +43,10 @@ def layer_memory(m: nn.Module) -> dict:
     """Parameter counts and bytes (trained / deployed / fp16) of one module's own tensors."""
     own_params = list(m.parameters())  # a unit (binary conv, neuron) owns its children's tensors
     own_buffers = list(m.buffers())
-    p1 = m.weight.numel() if isinstance(m, BINARY_LAYERS) else 0
+    p1 = m.weight.numel() if isinstance(m, BinaryLayer) else 0
     p32 = sum(p.numel() for p in own_params) - p1
     buffers = _float_numel(own_buffers)
-    alphas = m.weight.shape[0] if isinstance(m, BINARY_LAYERS) else 0
+    alphas = m.weight.shape[0] if isinstance(m, BinaryLayer) else 0
     return {
         "params_1bit": p1, "params_32bit": p32,
         "bytes_trained": 4 * (p1 + p32 + buffers),

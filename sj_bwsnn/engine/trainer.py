@@ -32,7 +32,7 @@ from timm.scheduler import create_scheduler_v2
 
 from ..data import build_loaders, to_model_input
 from ..errors import UserError
-from ..layers import BinaryConv2d, BinaryLinear
+from ..layers import BinaryLayer
 from ..neuron import check_backend_available
 from . import distributed
 from .build import build_model, pick_device
@@ -59,7 +59,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def param_groups(model: torch.nn.Module, weight_decay: float, binary_weight_decay: float):
     """Three groups: latent binary weights, other weights, and biases/norms (no decay)."""
-    binary_ids = {id(m.weight) for m in model.modules() if isinstance(m, (BinaryConv2d, BinaryLinear))}
+    binary_ids = {id(m.weight) for m in model.modules() if isinstance(m, BinaryLayer)}
     groups = {"binary": [], "decay": [], "no_decay": []}
     for p in model.parameters():
         if not p.requires_grad:

@@ -1,11 +1,11 @@
 """1-bit weight layers that drop into SpikingJelly networks.
 
-:class:`BinaryConv2d` and :class:`BinaryLinear` subclass SpikingJelly 2.0's ``layer.Conv2d`` /
-``layer.Linear``, so they take ``step_mode='s'|'m'`` and, in ``'m'``, a ``[T, N, ...]`` input that
-is flattened to ``[T*N, ...]`` for one op over all time steps. The weight is binarized once per
+:class:`BinaryConv2d`, :class:`BinaryConv1d` and :class:`BinaryLinear` subclass SpikingJelly 2.0's
+``layer.Conv2d`` / ``layer.Conv1d`` / ``layer.Linear``, so they take ``step_mode='s'|'m'`` and, in
+``'m'``, a ``[T, N, ...]`` input that is flattened to ``[T*N, ...]`` for one op over all time steps. The weight is binarized once per
 call (not once per time step) by the shared :class:`~sj_bwsnn.layers.binarize.WeightBinarizer`::
 
-    y = conv(x, alpha * sign(w)) + b        (BinaryConv2d)
+    y = conv(x, alpha * sign(w)) + b        (BinaryConv2d, BinaryConv1d)
     y = x @ (alpha * sign(w))^T + b         (BinaryLinear)
 
 ``binarized_weight()`` returns exactly the tensor the forward uses. The latent ``weight`` stays
@@ -22,8 +22,9 @@ from spikingjelly.activation_based import functional, layer
 from .binarize import WeightBinarizer
 
 
-class _BinaryMixin:
-    """What both binary layers share: the binarizer and the step-mode dispatch."""
+class BinaryLayer:
+    """Base of every layer with 1-bit weights (``isinstance(m, BinaryLayer)`` finds them all): the
+    binarizer, ``binarized_weight()`` and, for convs, the step-mode dispatch."""
 
     binarizer: WeightBinarizer
 
@@ -31,9 +32,19 @@ class _BinaryMixin:
         """The binarized weight ``alpha * sign(w)`` used by ``forward`` (with the STE graph)."""
         return self.binarizer(self.weight)
 
+    def _forward_op(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.binarized_weight(), self.bias)
+
+    def _conv_dispatch(self, x: torch.Tensor, seq_dims: int, layout: str) -> torch.Tensor:
+        if self.step_mode == "s":
+            return self._forward_op(x)
+        if x.dim() != seq_dims:
+            raise ValueError(f"{type(self).__name__} in step_mode='m' expects a {seq_dims}-D "
+                             f"{layout} input, got shape {tuple(x.shape)}")
+        return functional.seq_to_ann_forward(x, self._forward_op)
 
 
-class BinaryConv2d(_BinaryMixin, layer.Conv2d):
+class BinaryConv2d(BinaryLayer, layer.Conv2d):
     """2-D convolution with 1-bit weights ``alpha * sign(w)``; SpikingJelly step modes.
 
     Same arguments as ``spikingjelly.activation_based.layer.Conv2d`` (default ``bias=False``), plus
@@ -48,21 +59,28 @@ class BinaryConv2d(_BinaryMixin, layer.Conv2d):
                          groups, bias, padding_mode, step_mode)
         self.binarizer = WeightBinarizer(scaling, detach_alpha)
 
-    def _forward_op(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.binarized_weight(), self.bias)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_dispatch(x, 5, "[T, N, C, H, W]")
+
+
+class BinaryConv1d(BinaryLayer, layer.Conv1d):
+    """1-D convolution with 1-bit weights (token MLPs of spiking Transformers such as SJ's
+    Spikformer are 1x1 ``Conv1d``). Arguments as ``layer.Conv1d`` (default ``bias=False``) plus
+    ``scaling`` and ``detach_alpha``. Input ``[N, C, L]`` in ``'s'``, ``[T, N, C, L]`` in ``'m'``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = False, padding_mode: str = "zeros",
+                 step_mode: str = "s", scaling: str = "channel", detach_alpha: bool = True):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, step_mode)
+        self.binarizer = WeightBinarizer(scaling, detach_alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.step_mode == "s":
-            return self._forward_op(x)
-        if x.dim() != 5:
-            raise ValueError(
-                f"BinaryConv2d in step_mode='m' expects a 5-D [T, N, C, H, W] input, "
-                f"got shape {tuple(x.shape)}"
-            )
-        return functional.seq_to_ann_forward(x, self._forward_op)
+        return self._conv_dispatch(x, 4, "[T, N, C, L]")
 
 
-class BinaryLinear(_BinaryMixin, layer.Linear):
+class BinaryLinear(BinaryLayer, layer.Linear):
     """Fully connected layer with 1-bit weights ``alpha * sign(w)``; SpikingJelly step modes.
 
     Same arguments as ``spikingjelly.activation_based.layer.Linear`` (default ``bias=True``), plus
@@ -74,7 +92,7 @@ class BinaryLinear(_BinaryMixin, layer.Linear):
         super().__init__(in_features, out_features, bias, step_mode)
         self.binarizer = WeightBinarizer(scaling, detach_alpha)
 
-    def _forward_op(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_op(self, x: torch.Tensor) -> torch.Tensor:  # a linear, not a conv
         return F.linear(x, self.binarized_weight(), self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
