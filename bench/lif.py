@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import json
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
+from _common import stamped, write_record  # noqa: E402
 
 M_SHAPE = (64, 128, 32, 32)
 
@@ -125,8 +125,6 @@ def main() -> int:
     args = parser.parse_args()
     refuse_without_gpu("bench/lif.py")
 
-    import cupy
-    import spikingjelly
     from spikingjelly.activation_based import neuron as sj_neuron
 
     from sj_bwsnn.neuron import LIFNode
@@ -173,19 +171,8 @@ def main() -> int:
         host = f"{r['host_issue_us']:8.1f}" if "host_issue_us" in r else f"{'':8}"
         print(f"{r['impl']:34} {r['dtype']:15} {r['T']:>2} {r['median_ms']:8.3f} {r['x_floor']:8.2f} {host}")
 
-    now = dt.datetime.now(dt.timezone.utc)
-    gpu = torch.cuda.get_device_name()
-    record = dict(script="bench/lif.py", date=now.isoformat(), device=gpu, shape=[None, *M_SHAPE],
-                  reps=args.reps, copy_bandwidth_bytes_per_s=bandwidth,
-                  versions=dict(torch=torch.__version__, cuda=torch.version.cuda, cupy=cupy.__version__,
-                                spikingjelly=getattr(spikingjelly, "__version__", "unknown"),
-                                python=platform.python_version()),
-                  rows=rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"lif_{gpu.replace(' ', '_')}_{now:%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(record, indent=1))
-    print(f"wrote {path}")
+    write_record(stamped(args.out, "lif"), "bench/lif.py", shape=[None, *M_SHAPE], reps=args.reps,
+                 copy_bandwidth_bytes_per_s=bandwidth, rows=rows)
     return 0
 
 

@@ -18,8 +18,6 @@ Without CUDA (and without ``--device cpu``) it refuses with one line and exit co
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
+from _common import write_record  # noqa: E402
 
 from spikingjelly.activation_based import functional  # noqa: E402
 
@@ -126,15 +126,9 @@ def main(argv=None) -> int:
     for name, t in target.items():
         print(f"{name}: peak(T={TARGET_T}) / peak(T=1) = {t['ratio_T6_T1']:.3f} "
               f"({'within' if t['within_1.25x'] else 'NOT within'} {TARGET_RATIO}x)")
-    report = {
-        "model": "bw_resnet_tiny" if args.tiny else "bw_resnet18 (stem=cifar)",
-        "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "rows": rows, "target": target,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_record(args.out, "bench/memory.py",
+                 model="bw_resnet_tiny" if args.tiny else "bw_resnet18 (stem=cifar)",
+                 batch=args.batch, steps=args.steps, warmup=args.warmup, rows=rows, target=target)
     return 0
 
 

@@ -9,9 +9,9 @@ Models, each fresh in one run on one device (compare only figures from the same 
 
 * ``sj_spikformer_ti``  — ``spikingjelly.activation_based.model.spikformer.spikformer_ti``, its own
   neurons (SJ picks Triton / Torch reference itself);
-* ``bw_spikformer_ti``  — ours, 1-bit FFN, ``ffn_shortcut='proj'`` (the default);
-* ``bw_spikformer_ti_free`` — ours, 1-bit FFN, parameter-free FFN shortcut (same weight count as
-  SJ's model).
+* ``bw_spikformer_ti``  — ours, 1-bit FFN, parameter-free FFN shortcut ``ffn_shortcut='free'``
+  (the default; same weight count as SJ's model);
+* ``bw_spikformer_ti_proj`` — ours, 1-bit FFN with real 1x1 projection shortcuts (``'proj'``).
 
 Our models use :class:`sj_bwsnn.neuron.LIFNode` (``backend='auto'``: the CuPy kernel when CuPy
 imports, else SpikingJelly's path) with Spikformer's neuron settings (tau=2, detach_reset).
@@ -29,9 +29,6 @@ line and exit code 2.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import statistics
 import sys
 import time
@@ -41,6 +38,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
+from _common import write_record  # noqa: E402
 
 from spikingjelly.activation_based import functional  # noqa: E402
 from spikingjelly.activation_based.model.spikformer import spikformer_ti  # noqa: E402
@@ -48,7 +47,7 @@ from spikingjelly.activation_based.model.spikformer import spikformer_ti  # noqa
 from sj_bwsnn.models.bw_spikformer import bw_spikformer_ti  # noqa: E402
 from sj_bwsnn.neuron import LIFNode  # noqa: E402
 
-MODELS = ("sj_spikformer_ti", "bw_spikformer_ti", "bw_spikformer_ti_free")
+MODELS = ("sj_spikformer_ti", "bw_spikformer_ti", "bw_spikformer_ti_proj")
 NEURON_KWARGS = dict(tau=2.0, detach_reset=True)  # Spikformer's LIF settings (SJ's defaults there)
 
 
@@ -80,7 +79,7 @@ def build(name: str, args) -> torch.nn.Module:
     common = dict(T=args.T, num_classes=1000, img_size=args.img)
     if name == "sj_spikformer_ti":
         return spikformer_ti(T=args.T, img_size_h=args.img, img_size_w=args.img, num_classes=1000)
-    shortcut = "free" if name.endswith("_free") else "proj"
+    shortcut = "proj" if name.endswith("_proj") else "free"
     return bw_spikformer_ti(**common, neuron=LIFNode, neuron_kwargs=NEURON_KWARGS,
                             ffn_shortcut=shortcut)
 
@@ -133,20 +132,6 @@ def measure(name: str, mode: str, args, device: torch.device) -> dict:
                 warmup_s=warm_s, params=params, times_ms=times)
 
 
-def versions() -> dict:
-    import spikingjelly
-    import timm
-
-    try:
-        import cupy
-        cupy_v = cupy.__version__
-    except Exception:
-        cupy_v = None
-    return dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
-                spikingjelly=getattr(spikingjelly, "__version__", "unknown"), timm=timm.__version__,
-                cupy=cupy_v)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.smoke and not torch.cuda.is_available():
@@ -165,18 +150,11 @@ def main(argv=None) -> int:
         print(f"{r['model']:<24}{r['mode']:<9}{r['ms_median']:>10.2f}{r['ms_p10']:>10.2f}"
               f"{r['ms_p90']:>10.2f}{peak:>10}{r['params']:>12,}")
     if args.out is not None:
-        record = dict(benchmark="spikformer_step",
-                      date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                      device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                      versions=versions(), config=dict(T=args.T, batch=args.batch, img=args.img,
-                                                       iters=args.iters, warmup=args.warmup,
-                                                       amp="bf16",
-                                                       channels_last=args.channels_last,
-                                                       optimizer="SGD(momentum=0.9)"),
-                      results=rows)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_record(args.out, "bench/spikformer_step.py",
+                     config=dict(T=args.T, batch=args.batch, img=args.img, iters=args.iters,
+                                 warmup=args.warmup, amp="bf16", channels_last=args.channels_last,
+                                 optimizer="SGD(momentum=0.9)"),
+                     results=rows)
     return 0
 
 

@@ -17,9 +17,6 @@ and CuPy (one line and exit 2 otherwise).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -28,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import stamped, write_record  # noqa: E402
 from lif import event_times_ms, refuse_without_gpu  # noqa: E402
 
 
@@ -89,10 +87,6 @@ def main() -> int:
     args = parser.parse_args()
     refuse_without_gpu("bench/train_step.py")
 
-    import cupy
-    import spikingjelly
-    import timm
-
     torch.backends.cudnn.benchmark = True
     B, T = args.batch, args.T
     runs = [("bw_resnet18", False, B), ("bw_resnet18", True, B),
@@ -127,20 +121,9 @@ def main() -> int:
             print(f"{r['model']:24} {str(r['compiled']):>8} {r['batch']:>5} {r['median_ms']:8.2f} "
                   f"{r['peak_mem_gib']:8.2f}")
 
-    now = dt.datetime.now(dt.timezone.utc)
-    gpu = torch.cuda.get_device_name()
-    record = dict(script="bench/train_step.py", date=now.isoformat(), device=gpu, T=T, batch=B,
-                  image=224, autocast="bfloat16", memory_format="channels_last", optimizer="SGD(0.9)",
-                  reps=args.reps,
-                  versions=dict(torch=torch.__version__, cuda=torch.version.cuda, cupy=cupy.__version__,
-                                spikingjelly=getattr(spikingjelly, "__version__", "unknown"),
-                                timm=timm.__version__, python=platform.python_version()),
-                  rows=rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"train_step_{gpu.replace(' ', '_')}_{now:%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(record, indent=1))
-    print(f"wrote {path}")
+    write_record(stamped(args.out, "train_step"), "bench/train_step.py", T=T, batch=B, image=224,
+                 autocast="bfloat16", memory_format="channels_last", optimizer="SGD(0.9)",
+                 reps=args.reps, rows=rows)
     return 0
 
 

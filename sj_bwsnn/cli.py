@@ -269,6 +269,11 @@ def cmd_doctor(args) -> int:
     return 0 if rep.problem is None else 1
 
 
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set train.epochs=1 --set T=2")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sj-bwsnn", description="Train binary-weight SNNs from YAML recipes.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
@@ -276,8 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model from a recipe")
     t.add_argument("recipe", help="YAML path or bundled recipe name")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe key, e.g. --set train.epochs=1 --set T=2")
+    _add_set(t)
     t.add_argument("--out", help="output folder (default runs/<recipe>/<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.set_defaults(func=cmd_train)
@@ -286,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("recipe")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--ema", action="store_true", help="evaluate the EMA weights in the checkpoint")
-    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(e)
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("recipes", help="list the bundled recipes")
@@ -295,14 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="per-layer 1-bit/32-bit parameters, memory and operations")
     s.add_argument("target", metavar="RECIPE|CHECKPOINT",
                    help="recipe (YAML path or bundled name) or checkpoint (.pt/.pth/.ckpt)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(s)
     s.add_argument("--json", action="store_true", help="print the same numbers as JSON")
     s.set_defaults(func=cmd_summary)
 
     en = sub.add_parser("energy", help="firing rates, SOPs and energy estimate on test data")
     en.add_argument("recipe")
     en.add_argument("--checkpoint", required=True)
-    en.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(en)
     en.add_argument("--batches", type=int, help="test batches to run (default: all)")
     en.add_argument("--e-mac", type=float, help="pJ per MAC (default 4.6: 32-bit float, 45 nm)")
     en.add_argument("--e-ac", type=float, help="pJ per AC (default 0.9: 32-bit float, 45 nm)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from sj_bwsnn.cli import main
@@ -39,23 +40,27 @@ def test_cifar10_two_stage_kd_pipeline(tmp_path, monkeypatch):
     assert len(rows) == 1 and torch.isfinite(torch.tensor(rows[0]["train_loss"]))
 
 
-def test_cifar10dvs_recipe_runs(tmp_path, capsys):
-    make_dvs(tmp_path, per_class=2)
-    sets = TINY + [f"data.root={tmp_path}", "data.input_size=16", "T=2",
+@pytest.fixture(scope="module")
+def dvs_run(tmp_path_factory):
+    """cifar10dvs_bwsnn_t4 trained for one epoch on tiny CIFAR10-DVS data in the real layout."""
+    root = tmp_path_factory.mktemp("dvs")
+    make_dvs(root, per_class=2)
+    sets = TINY + [f"data.root={root}", "data.input_size=16", "T=2",
                    "teacher.checkpoint=null", "model.init_from=null"]
-    out = tmp_path / "run"
+    out = root / "run"
     assert main(["train", "cifar10dvs_bwsnn_t4", "--out", str(out), *_sets(sets)]) == 0
+    return root, out, sets
+
+
+def test_cifar10dvs_recipe_runs(dvs_run):
+    root, out, _ = dvs_run
     rows = json.loads((out / "metrics.json").read_text())
-    assert 0.0 <= rows[0]["test_acc"] <= 1.0 and (tmp_path / "frames_number_2_split_by_number").is_dir()
+    assert 0.0 <= rows[0]["test_acc"] <= 1.0 and (root / "frames_number_2_split_by_number").is_dir()
 
 
-def test_analysis_commands_on_event_frames(tmp_path, capsys):
+def test_analysis_commands_on_event_frames(dvs_run, tmp_path, capsys):
     """summary / energy / export feed DVS batches time-first, as the trainer does."""
-    make_dvs(tmp_path, per_class=2)
-    sets = TINY + [f"data.root={tmp_path}", "data.input_size=16", "T=2",
-                   "teacher.checkpoint=null", "model.init_from=null"]
-    out = tmp_path / "run"
-    assert main(["train", "cifar10dvs_bwsnn_t4", "--out", str(out), *_sets(sets)]) == 0
+    _, out, sets = dvs_run
     capsys.readouterr()
     assert main(["summary", str(out / "last.pt"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)

@@ -20,13 +20,7 @@ from sj_bwsnn.neuron import LIFNode
 from sj_bwsnn.neuron.dsr import DSRIFNode
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops: thread hand-offs cost more than they save on shared CI cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ce(logits, y, x):
