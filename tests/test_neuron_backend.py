@@ -234,6 +234,7 @@ def test_cupy_launcher_packs_arguments_like_the_kernel_signatures(monkeypatch):
 
     import numpy as np
 
+    from sj_bwsnn.neuron import kernels
     from sj_bwsnn.neuron.kernels import CupyLauncher, KernelConfig, source
 
     calls, modules = [], []
@@ -262,7 +263,7 @@ def test_cupy_launcher_packs_arguments_like_the_kernel_signatures(monkeypatch):
     fake = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(
         Device=Device, ExternalStream=lambda ptr, device: ("stream", ptr, device)))
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=1234))
+    monkeypatch.setattr(kernels, "current_stream_ptr", lambda device: 1234)
     x = torch.randn(3, 600)
     launcher = CupyLauncher()
     cfg = KernelConfig(True, True, False, 0, 2, False, True)

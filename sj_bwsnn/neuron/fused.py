@@ -56,8 +56,18 @@ def _same_layout(t: Optional[Tensor], ref: Tensor, dtype: torch.dtype) -> Option
     return torch.empty_like(ref, dtype=dtype).copy_(t)
 
 
-def _forward_impl(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq, save_m=True):
-    spike, m, v_last, v_seq = _forward_fake(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq)
+def _forward_outputs(x: Tensor, store_v_seq: bool, save_m: bool, placeholders: bool):
+    """``(spike, m, v_last, v_seq)`` allocated like ``x``. An output that is not computed is ``None``
+    in eager mode and an empty tensor in the custom op (whose schema needs tensors)."""
+    absent = x.new_empty((0,), dtype=torch.float32) if placeholders else None
+    return (torch.empty_like(x), torch.empty_like(x) if save_m else absent,
+            torch.empty_like(x[0], dtype=torch.float32),
+            torch.empty_like(x, dtype=torch.float32) if store_v_seq else absent)
+
+
+def _forward_impl(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq, save_m=True,
+                  placeholders=True):
+    spike, m, v_last, v_seq = _forward_outputs(x, store_v_seq, save_m, placeholders)
     if x.numel():
         get_launcher().forward(KernelConfig(*cfg), x, v0, v_init, spike, m if save_m else None, v_last,
                                v_seq if store_v_seq else None, tau, v_threshold, v_reset)
@@ -77,14 +87,16 @@ def _forward_op(x: Tensor, v0: Optional[Tensor], v_init: float, cfg: list[int], 
 
 @_forward_op.register_fake
 def _forward_fake(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_seq):
-    v_seq = torch.empty_like(x, dtype=torch.float32) if store_v_seq else x.new_empty((0,), dtype=torch.float32)
-    return torch.empty_like(x), torch.empty_like(x), torch.empty_like(x[0], dtype=torch.float32), v_seq
+    return _forward_outputs(x, store_v_seq, save_m=True, placeholders=True)
 
 
 def _backward_impl(grad_spike, grad_v_seq, grad_v_last, m, want_grad_v0, cfg, tau, v_threshold, v_reset,
-                   alpha):
-    grad_x, grad_v0 = _backward_fake(grad_spike, grad_v_seq, grad_v_last, m, want_grad_v0, cfg, tau,
-                                     v_threshold, v_reset, alpha)
+                   alpha, placeholders=True):
+    grad_x = torch.empty_like(m)
+    if want_grad_v0:
+        grad_v0 = torch.empty_like(m[0], dtype=torch.float32)
+    else:  # not computed: an empty tensor for the custom op's schema, None in eager mode
+        grad_v0 = m.new_empty((0,), dtype=torch.float32) if placeholders else None
     if m.numel():
         get_launcher().backward(KernelConfig(*cfg), grad_spike, grad_v_seq, grad_v_last, m, grad_x,
                                 grad_v0 if want_grad_v0 else None, tau, v_threshold, v_reset, alpha)
@@ -131,12 +143,17 @@ def _backward(ctx, grad_spike, _grad_m, grad_v_last, grad_v_seq, backward_fn=_ba
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _backward_eager(*args):
+    return _backward_impl(*args, placeholders=False)
+
+
 class _EagerMultiStep(torch.autograd.Function):
-    """The eager entry point: same implementations and backward as the custom ops, less host work."""
+    """The eager entry point: same implementations and backward as the custom ops, less host work
+    (outputs that are not computed are ``None`` instead of empty tensors)."""
 
     @staticmethod
     def forward(ctx, *inputs):
-        output = _forward_impl(*inputs)
+        output = _forward_impl(*inputs, placeholders=False)
         _setup_context(ctx, inputs, output)
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)  # unused outputs arrive as None: no zero tensors to build
@@ -144,7 +161,7 @@ class _EagerMultiStep(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        return _backward(ctx, *grads, backward_fn=_backward_impl)
+        return _backward(ctx, *grads, backward_fn=_backward_eager)
 
 
 def _time_major_dense(x: Tensor) -> bool:
@@ -160,17 +177,23 @@ def _time_major_dense(x: Tensor) -> bool:
     return x.shape[0] == 1 or x.stride(0) == x[0].numel()
 
 
+def kernel_spec(node, x: Tensor) -> tuple[Optional[tuple[int, float]], Optional[str]]:
+    """``(surrogate_spec, None)`` when the fused kernel can run ``node`` on ``x``, else ``(None, why)``."""
+    if x.dtype not in DTYPE_CODES:
+        return None, f"input dtype {x.dtype} (the kernel takes float32, float16, bfloat16)"
+    spec = surrogate_spec(node.surrogate_function)
+    if spec is None:
+        return None, (f"surrogate {type(node.surrogate_function).__name__} (the kernel implements "
+                      "SpikingJelly's Sigmoid, ATan, PiecewiseQuadratic, PiecewiseExp, SoftSign, "
+                      "SuperSpike, Erf with a float alpha)")
+    if getattr(node, "_neuron_precision", None) is not None:
+        return None, "a SpikingJelly precision-API configuration (use plain autocast instead)"
+    return spec, None
+
+
 def unsupported_reason(node, x: Tensor) -> Optional[str]:
     """Why the fused kernel cannot run ``node`` on ``x`` (None when it can)."""
-    if x.dtype not in DTYPE_CODES:
-        return f"input dtype {x.dtype} (the kernel takes float32, float16, bfloat16)"
-    if surrogate_spec(node.surrogate_function) is None:
-        return (f"surrogate {type(node.surrogate_function).__name__} (the kernel implements "
-                "SpikingJelly's Sigmoid, ATan, PiecewiseQuadratic, PiecewiseExp, SoftSign, SuperSpike, "
-                "Erf with a float alpha)")
-    if getattr(node, "_neuron_precision", None) is not None:
-        return "a SpikingJelly precision-API configuration (use plain autocast instead)"
-    return None
+    return kernel_spec(node, x)[1]
 
 
 def _initial_state(node, x: Tensor) -> tuple[Optional[Tensor], float]:
@@ -185,11 +208,14 @@ def _initial_state(node, x: Tensor) -> tuple[Optional[Tensor], float]:
     return _same_layout(v.to(x.device), x[0], torch.float32), 0.0
 
 
-def _run(node, x_seq: Tensor, lif: bool) -> Tensor:
-    reason = unsupported_reason(node, x_seq)
-    if reason is not None:
-        raise UserError(f"neuron backend 'cupy' does not support {reason}; use backend: auto or torch")
-    sid, alpha = surrogate_spec(node.surrogate_function)
+def _run(node, x_seq: Tensor, lif: bool, spec: Optional[tuple[int, float]] = None) -> Tensor:
+    """Fused multi-step forward of ``node``; ``spec`` is ``surrogate_spec(node.surrogate_function)``
+    from :func:`kernel_spec` when the caller has already checked it (the ``'auto'`` dispatch)."""
+    if spec is None:
+        spec, reason = kernel_spec(node, x_seq)
+        if reason is not None:
+            raise UserError(f"neuron backend 'cupy' does not support {reason}; use backend: auto or torch")
+    sid, alpha = spec
     x = x_seq if _time_major_dense(x_seq) else x_seq.contiguous()
     soft = node.v_reset is None
     cfg = [int(lif), int(lif and node.decay_input), int(soft), DTYPE_CODES[x.dtype], sid,
@@ -197,23 +223,25 @@ def _run(node, x_seq: Tensor, lif: bool) -> Tensor:
     tau = float(node.tau) if lif else 1.0
     v_reset = 0.0 if soft else float(node.v_reset)
     v0, v_init = _initial_state(node, x)
-    args = (x, v0, v_init, cfg, tau, float(node.v_threshold), v_reset, alpha, bool(node.store_v_seq))
+    store_v_seq = bool(node.store_v_seq)
+    args = (x, v0, v_init, cfg, tau, float(node.v_threshold), v_reset, alpha, store_v_seq)
     if torch.compiler.is_compiling():
         spike, _, v_last, v_seq = _forward_op(*args)
     elif torch.is_grad_enabled() and (x.requires_grad or (v0 is not None and v0.requires_grad)):
         spike, _, v_last, v_seq = _EagerMultiStep.apply(*args)
     else:  # no graph to build: skip autograd and the write of M = H - V_th
-        spike, _, v_last, v_seq = _forward_impl(*args, save_m=False)
+        spike, _, v_last, v_seq = _forward_impl(*args, save_m=False, placeholders=False)
     node._memories["v"] = v_last  # as SpikingJelly's own multi_step_forward does
-    node.v_seq = v_seq if node.store_v_seq else None
+    if store_v_seq:  # otherwise v_seq stays None (reset_net and the store_v_seq setter clear it)
+        node.v_seq = v_seq
     return spike
 
 
-def lif_multi_step_cupy(node, x_seq: Tensor) -> Tensor:
+def lif_multi_step_cupy(node, x_seq: Tensor, spec: Optional[tuple[int, float]] = None) -> Tensor:
     """Multi-step forward of an :class:`~sj_bwsnn.neuron.LIFNode` with the fused kernel; updates ``node.v``."""
-    return _run(node, x_seq, lif=True)
+    return _run(node, x_seq, True, spec)
 
 
-def if_multi_step_cupy(node, x_seq: Tensor) -> Tensor:
+def if_multi_step_cupy(node, x_seq: Tensor, spec: Optional[tuple[int, float]] = None) -> Tensor:
     """Multi-step forward of an :class:`~sj_bwsnn.neuron.IFNode` with the fused kernel; updates ``node.v``."""
-    return _run(node, x_seq, lif=False)
+    return _run(node, x_seq, False, spec)

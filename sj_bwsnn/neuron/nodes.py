@@ -88,9 +88,25 @@ class _BackendMixin:
         self.backend = _check_backend(backend)
         self.temporal_grad = bool(temporal_grad)
 
+    def _dispatch(self, x: torch.Tensor):
+        """``('cupy', spec)`` or ``('torch', None)`` for a multi-step call on ``x``; ``spec`` is the
+        kernel's surrogate spec when the ``'auto'`` check already computed it (one check per call)."""
+        backend = self.backend
+        if backend == "auto":
+            if x.is_cuda and _cupy_available():
+                spec, _ = fused.kernel_spec(self, x)
+                if spec is not None:
+                    return "cupy", spec
+            return "torch", None
+        if backend == "cupy":
+            check_backend_available("cupy", x.device)
+            return "cupy", None  # configurations the kernel lacks are refused in fused.py
+        return "torch", None
+
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
-        if self.resolved_backend(x_seq) == "cupy":
-            return self._fused(self, x_seq)
+        backend, spec = self._dispatch(x_seq)
+        if backend == "cupy":
+            return self._fused(self, x_seq, spec)
         return self._torch_multi_step(x_seq, *args, **kwargs)
 
     def _torch_multi_step_no_temporal(self, x_seq: torch.Tensor) -> torch.Tensor:
@@ -114,13 +130,7 @@ class _BackendMixin:
 
     def resolved_backend(self, x: torch.Tensor) -> str:
         """The backend a multi-step call on ``x`` uses."""
-        if self.backend == "torch":
-            return "torch"
-        if self.backend == "auto":
-            ok = x.is_cuda and fused.unsupported_reason(self, x) is None and _cupy_available()
-            return "cupy" if ok else "torch"
-        check_backend_available("cupy", x.device)
-        return "cupy"  # configurations the kernel lacks are refused in fused.py
+        return self._dispatch(x)[0]
 
     def extra_repr(self) -> str:
         extra = "" if self.temporal_grad else ", temporal_grad=False"
@@ -130,10 +140,10 @@ class _BackendMixin:
 class LIFNode(_BackendMixin, sj_neuron.LIFNode):
     """SpikingJelly 2.0 ``LIFNode`` plus ``backend='auto'|'cupy'|'torch'`` and ``temporal_grad``."""
 
-    _fused = staticmethod(lambda node, x_seq: fused.lif_multi_step_cupy(node, x_seq))
+    _fused = staticmethod(lambda node, x_seq, spec=None: fused.lif_multi_step_cupy(node, x_seq, spec))
 
 
 class IFNode(_BackendMixin, sj_neuron.IFNode):
     """SpikingJelly 2.0 ``IFNode`` plus ``backend='auto'|'cupy'|'torch'`` and ``temporal_grad``."""
 
-    _fused = staticmethod(lambda node, x_seq: fused.if_multi_step_cupy(node, x_seq))
+    _fused = staticmethod(lambda node, x_seq, spec=None: fused.if_multi_step_cupy(node, x_seq, spec))

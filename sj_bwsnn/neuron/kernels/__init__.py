@@ -75,13 +75,19 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+def current_stream_ptr(device: int) -> int:
+    """The raw ``cudaStream_t`` of PyTorch's current stream on ``device``, read without building a
+    ``torch.cuda.Stream`` object (the call ``torch.compile``'s generated code makes per launch)."""
+    return torch._C._cuda_getCurrentRawStream(device)
+
+
 class CupyLauncher:
     """Compiles (once per device and configuration) and launches the kernels with CuPy.
 
     Arguments go in as NumPy 64-bit scalars (pointers as uint64, sizes as int64, scalars as float64),
     which CuPy packs by item size, matching the kernels' pointer / ``long long`` / ``double`` parameters.
     (Plain Python ints would also become int64 in CuPy's packing, but the explicit types do not depend
-    on that.)
+    on that.) Inputs have ``T >= 1`` steps of ``M >= 1`` neurons (the callers skip empty tensors).
     """
 
     def __init__(self):
@@ -104,31 +110,31 @@ class CupyLauncher:
         return fns
 
     def _stream(self, device: int):
-        ptr = torch.cuda.current_stream(device).cuda_stream
+        ptr = current_stream_ptr(device)
         stream = self._streams.get(ptr)
         if stream is None:
             stream = self._streams[ptr] = self._cupy.cuda.ExternalStream(ptr, device)
         return stream
 
-    def _launch(self, which: int, cfg: KernelConfig, ref: torch.Tensor, args: tuple):
-        device = ref.device.index
+    def _launch(self, which: int, cfg: KernelConfig, device: int, M: int, args: tuple):
         fn = self._kernels(cfg, device)[which]
-        M = ref[0].numel()
         grid = (min((M + BLOCK - 1) // BLOCK, 2**31 - 1),)  # the kernels' grid-stride loops cover the rest
         with self._cupy.cuda.Device(device):
             fn(grid, (BLOCK,), args, 0, self._stream(device))
 
     def forward(self, cfg, x, v0, v_init, spike, m, v_last, v_seq, tau, v_th, v_reset):
         P, L, D = self._np.uint64, self._np.int64, self._np.float64
-        T, M = x.shape[0], x[0].numel()
+        T = x.shape[0]
+        M = x.numel() // T
         args = (P(x.data_ptr()), P(_ptr(v0)), P(spike.data_ptr()), P(_ptr(m)), P(v_last.data_ptr()),
                 P(_ptr(v_seq)), L(M), L(T), D(tau), D(v_th), D(v_reset), D(v_init))
-        self._launch(0, cfg, x, args)
+        self._launch(0, cfg, x.device.index, M, args)
 
     def backward(self, cfg, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0,
                  tau, v_th, v_reset, alpha):
         P, L, D = self._np.uint64, self._np.int64, self._np.float64
-        T, M = m.shape[0], m[0].numel()
+        T = m.shape[0]
+        M = m.numel() // T
         args = (P(grad_spike.data_ptr()), P(_ptr(grad_v_seq)), P(_ptr(grad_v_last)), P(m.data_ptr()),
                 P(grad_x.data_ptr()), P(_ptr(grad_v0)), L(M), L(T), D(tau), D(v_th), D(v_reset), D(alpha))
-        self._launch(1, cfg, m, args)
+        self._launch(1, cfg, m.device.index, M, args)
