@@ -1,7 +1,7 @@
 """What every benchmark script writes next to its figures: device, versions, date.
 
-``write_record(path, script, **fields)`` writes ``{script, date (UTC), device, versions, **fields}``
-as JSON and prints where; ``stamped(out_dir, prefix)`` names a file by GPU and UTC time so runs on
+``write_record(path, script, **fields)`` writes ``{script, date (UTC), device, host_cpu, versions,
+**fields}`` as JSON and prints where; ``stamped(out_dir, prefix)`` names a file by GPU and UTC time so runs on
 different machines never overwrite each other.
 """
 
@@ -31,6 +31,17 @@ def versions() -> dict:
                 **found)
 
 
+def cpu_model() -> str:
+    """The host CPU's model name (host-side costs depend on it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
@@ -46,7 +57,7 @@ def stamped(out_dir: str | Path, prefix: str) -> Path:
 def write_record(path: str | Path, script: str, **fields) -> Path:
     """Write the record (see the module docstring) to ``path`` and say so."""
     record = dict(script=script, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  device=device_name(), versions=versions(), **fields)
+                  device=device_name(), host_cpu=cpu_model(), versions=versions(), **fields)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")

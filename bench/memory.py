@@ -19,7 +19,7 @@ fixed random batch (+ ``functional.reset_net``). Reported:
 
 The target of issue 5: ``sltt`` and ``ottt`` at T=6 within 1.25x of their T=1 memory; checked on
 ``peak_mib`` where measured and on ``saved_mib`` always. Prints a table and writes JSON (default
-``bench/results/memory.json``). Without CUDA (and without ``--device cpu``) it refuses with one line
+``bench/results/memory_<device>_<UTC time>.json``). Without CUDA (and without ``--device cpu``) it refuses with one line
 and exit code 2.
 """
 
@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import write_record  # noqa: E402
+from _common import stamped, write_record  # noqa: E402
 
 from spikingjelly.activation_based import functional  # noqa: E402
 
@@ -58,7 +58,8 @@ def parse_args(argv):
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true",
                    help="bw_resnet_tiny on 8x8 input, B=8, T in 1 2, 1 step (a smoke run)")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON path (default bench/results/memory_<device>_<UTC time>.json)")
     args = p.parse_args(argv)
     if args.tiny:
         args.T, args.batch, args.steps, args.warmup = [1, 2], 8, 1, 1
@@ -142,7 +143,8 @@ def main(argv=None) -> int:
         for measure_name, t in by_measure.items():
             print(f"{name}: {measure_name}(T={TARGET_T}) / {measure_name}(T=1) = {t['ratio_T6_T1']:.3f} "
                   f"({'within' if t['within_1.25x'] else 'NOT within'} {TARGET_RATIO}x)")
-    write_record(args.out, "bench/memory.py",
+    out = args.out or stamped(Path(__file__).parent / "results", "memory")
+    write_record(out, "bench/memory.py", torch_threads=torch.get_num_threads(),
                  model="bw_resnet_tiny" if args.tiny else "bw_resnet18 (stem=cifar)",
                  batch=args.batch, steps=args.steps, warmup=args.warmup, rows=rows, target=target)
     return 0
