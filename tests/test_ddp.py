@@ -1,26 +1,154 @@
-"""DDP: torchrun with 2 CPU processes on gloo trains digits; rank 0 alone writes and prints."""
+"""Data parallelism on 2 CPU ranks (gloo).
+
+In process (``torch.multiprocessing``, one spawn for all checks): :func:`average_gradients`
+leaves every rank with the mean of the ranks' gradients, ``None`` handled as DDP does; one
+training step of ``sltt`` (with clipping), online ``ottt`` and ``bptt`` (DDP's wrapper) on two
+ranks with half a batch each equals one single-process step on the whole batch (float64).
+CLI: torchrun trains digits with ``bptt`` and ``sltt``; rank 0 alone writes and prints.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from spikingjelly.activation_based import functional
 
 from sj_bwsnn.cli import main
-from sj_bwsnn.engine import load_checkpoint
+from sj_bwsnn.engine import distributed, load_checkpoint
+from sj_bwsnn.engine.methods import BPTT, OTTT, SLTT
+from sj_bwsnn.engine.precision import Precision
+from sj_bwsnn.models.bw_resnet import BWResNet
+from sj_bwsnn.neuron import LIFNode
 
 ROOT = Path(__file__).resolve().parent.parent
+WORLD = 2
+
+# name -> (method factory, clip_grad); clip 1e-3 is far below the gradient norm, so clipping
+# before the sync (per-rank norms) would give another step than clipping the mean gradient
+CASES = {"sltt_clipped": (SLTT, 1e-3), "ottt_online": (lambda: OTTT(0.5, online_update=True), None),
+         "bptt_ddp": (BPTT, None)}
 
 
-def test_torchrun_two_cpu_ranks(tmp_path, capsys):
+def ce(logits, y, x):
+    return F.cross_entropy(logits, y)
+
+
+def tiny_model(seed: int) -> BWResNet:
+    """A float64 BW-ResNet in eval mode (BN on running statistics, so a half batch and the whole
+    batch normalise alike); ``seed`` sets weights and running statistics."""
+    torch.manual_seed(seed)
+    model = BWResNet((1, 1), (8, 16), stem="cifar", in_chans=1, num_classes=4, T=2,
+                     neuron=LIFNode, neuron_kwargs=dict(tau=2.0, decay_input=True, v_reset=0.0))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.double().eval()
+
+
+def data():
+    g = torch.Generator().manual_seed(1)
+    return 2.0 * torch.randn(8, 1, 8, 8, generator=g, dtype=torch.float64), \
+        torch.randint(0, 4, (8,), generator=g)
+
+
+def one_step(name: str, model, x, y):
+    """One training step of case ``name`` on ``model`` (synced over ranks when a group is up);
+    returns the state dict after it."""
+    factory, clip = CASES[name]
+    method = factory()
+    net, grad_sync = distributed.data_parallel(model, torch.device("cpu"), method.single_forward)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    method.train_step(net, x, y, ce, opt, Precision("off", "cpu", clip, grad_sync))
+    functional.reset_net(model)
+    return copy.deepcopy(model.state_dict())
+
+
+def _rank(rank: int, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=WORLD, timeout=timedelta(seconds=60))  # mismatch: error
+    try:
+        # average_gradients: float64 and float32, a gradient on one rank only, on none, frozen;
+        # 8-byte buckets, so every tensor travels in its own bucket
+        a = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+        b = torch.nn.Parameter(torch.zeros(2))
+        c = torch.nn.Parameter(torch.zeros(2))
+        d = torch.nn.Parameter(torch.zeros(2), requires_grad=False)
+        a.grad = torch.arange(3, dtype=torch.float64) * (rank + 1)  # mean: 1.5 * arange
+        b.grad = torch.tensor([4.0, -2.0]) if rank == 0 else None  # mean: [2, -1]
+        d.grad = torch.full((2,), float(rank))  # frozen: left alone
+        bucket, distributed.BUCKET_BYTES = distributed.BUCKET_BYTES, 8
+        distributed.average_gradients([a, b, c, d])
+        distributed.BUCKET_BYTES = bucket
+        result = {"helper": {"a": a.grad, "b": b.grad, "c": c.grad, "d": d.grad}}
+        # training steps: each rank starts from its own seed, data_parallel must bring rank 0's
+        # weights and running statistics; rank r trains on half r of the batch
+        x, y = data()
+        half = slice(rank * len(y) // WORLD, (rank + 1) * len(y) // WORLD)
+        for name in CASES:
+            result[name] = one_step(name, tiny_model(seed=rank), x[half], y[half])
+        torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Run :func:`_rank` on 2 spawned processes; their results, rank by rank."""
+    tmp = tmp_path_factory.mktemp("ranks")
+    ctx = mp.spawn(_rank, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 180
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("2-rank gloo workers hung for 180 s")
+    return [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def test_average_gradients_is_the_mean_over_ranks(ranks):
+    for r, got in enumerate(ranks):
+        h = got["helper"]
+        torch.testing.assert_close(h["a"], 1.5 * torch.arange(3, dtype=torch.float64), rtol=0, atol=0)
+        torch.testing.assert_close(h["b"], torch.tensor([2.0, -1.0]), rtol=0, atol=0)  # zeros on rank 1
+        assert h["c"] is None  # no gradient anywhere: stays None, the optimizer skips it
+        assert torch.equal(h["d"], torch.full((2,), float(r)))  # frozen: untouched
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_two_ranks_on_half_batches_step_like_one_process_on_the_batch(ranks, name):
+    x, y = data()
+    whole = one_step(name, tiny_model(seed=0), x, y)
+    alone = one_step(name, tiny_model(seed=0), x[:len(y) // 2], y[:len(y) // 2])
+    start = tiny_model(seed=0).state_dict()
+    assert any(not torch.equal(start[k], whole[k]) for k in whole), "the step changed nothing"
+    assert any(not torch.allclose(alone[k], whole[k]) for k in whole)  # without sync: another step
+    for r, got in enumerate(ranks):
+        for k in whole:
+            torch.testing.assert_close(got[name][k], whole[k], rtol=0, atol=1e-9,
+                                       msg=lambda m: f"rank {r}, {k}: {m}")
+
+
+@pytest.mark.parametrize("method", ["bptt", "sltt"])  # DDP's wrapper / the trainer's grad sync
+def test_torchrun_two_cpu_ranks(tmp_path, capsys, method):
     out = tmp_path / "run"
-    sets = ["T=1", "data.max_train=128", "data.max_test=101", "data.batch_size=32",
-            "train.epochs=1", "train.device=cpu", "train.plot=false"]
+    # 4 steps per rank at lr 0.05: the model has learned enough that BN statistics matter
+    sets = ["T=1", "data.max_train=128", "data.max_test=101", "data.batch_size=16", "optim.lr=0.05",
+            "train.epochs=1", "train.device=cpu", "train.plot=false", f"train.method={method}"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "sj_bwsnn", "train", "digits_bwsnn", "--out", str(out)]
     cmd += [a for s in sets for a in ("--set", s)]
@@ -40,9 +168,12 @@ def test_torchrun_two_cpu_ranks(tmp_path, capsys):
     assert len(metrics) == 1
     ckpt = load_checkpoint(out / "last.pt")
     assert not any(k.startswith("module.") for k in ckpt["model"])  # the unwrapped model
-    # the test set (101 images, sharded 51 + 50) counted once: a single-process eval agrees
+    # the test set (101 images, sharded 51 + 50) counted once, and both ranks evaluated rank 0's
+    # model (buffers broadcast first): a single-process eval of rank 0's checkpoint agrees
     capsys.readouterr()
     assert main(["eval", "digits_bwsnn", "--checkpoint", str(out / "last.pt"),
                  *[a for s in sets for a in ("--set", s)]]) == 0
-    assert f"test_acc={metrics[0]['test_acc']:.4f}" in capsys.readouterr().out
+    printed = dict(kv.split("=") for kv in capsys.readouterr().out.split())
+    assert printed["test_acc"] == f"{metrics[0]['test_acc']:.4f}"
+    assert abs(float(printed["test_loss"]) - metrics[0]["test_loss"]) < 2e-4
     assert torch.isfinite(torch.tensor(metrics[0]["train_loss"]))

@@ -9,6 +9,9 @@ inside ``precision.autocast()``, calls ``precision.backward(loss)`` instead of
   multiplied by the scale S before backward; ``step`` unscales (g <- g / S), skips the step if a
   gradient is inf/nan and adapts S.
 - ``clip_grad=c``: after unscaling, gradients are rescaled so that ||g||_2 (all parameters) <= c.
+- ``grad_sync``: under torchrun, for methods that bypass DDP's wrapper, a callable that averages
+  the gradients over ranks (:func:`~sj_bwsnn.engine.distributed.average_gradients`); ``step``
+  calls it first, so unscaling, the inf/nan check and clipping all see the global gradient.
 
 A method that steps several times per batch (online learning) calls ``backward``/``step`` once
 per update; the scaler handles that.
@@ -17,6 +20,7 @@ per update; the scaler handles that.
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 
@@ -27,8 +31,8 @@ class Precision:
     """``autocast()``, ``backward(loss)``, ``step(optimizer)`` for one device and amp mode."""
 
     def __init__(self, amp: str = "off", device: torch.device | str = "cpu",
-                 clip_grad: float | None = None):
-        self.amp, self.clip_grad = amp, clip_grad
+                 clip_grad: float | None = None, grad_sync: Callable[[], None] | None = None):
+        self.amp, self.clip_grad, self.grad_sync = amp, clip_grad, grad_sync
         self.device_type = torch.device(device).type
         self.dtype = DTYPES.get(amp)
         self.scaler = torch.amp.GradScaler(self.device_type) if amp == "fp16" else None
@@ -43,7 +47,10 @@ class Precision:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Unscale, clip, step (skipped on inf/nan under fp16) and update the scale."""
+        """Sync gradients over ranks, unscale, clip, step (skipped on inf/nan under fp16) and
+        update the scale."""
+        if self.grad_sync is not None:
+            self.grad_sync()
         if self.clip_grad is not None:
             if self.scaler:
                 self.scaler.unscale_(optimizer)
@@ -57,8 +64,8 @@ class Precision:
 
     @property
     def is_plain(self) -> bool:
-        """True when this object changes nothing (fp32, no clipping)."""
-        return self.dtype is None and self.clip_grad is None
+        """True when this object changes nothing (fp32, no clipping, no gradient sync)."""
+        return self.dtype is None and self.clip_grad is None and self.grad_sync is None
 
     def state_dict(self) -> dict:
         return self.scaler.state_dict() if self.scaler else {}

@@ -8,7 +8,10 @@ trains, evaluates, appends to ``OUT/metrics.json``, logs TensorBoard scalars and
 ``OUT/last.pt`` (and ``OUT/best.pt`` when test accuracy improves), every file written
 atomically; ``OUT/curves.png`` at the end. ``--resume`` restores model, optimizer, schedule,
 grad scaler, EMA, metrics and RNG states, so a resumed run continues exactly (bitwise on CPU with
-``train.deterministic``). Under torchrun the model is wrapped in DDP and only rank 0 writes.
+``train.deterministic``). Under torchrun every method trains on the ranks' mean gradient
+(:func:`.distributed.data_parallel`: DDP for ``bptt``/``dsr``, a gradient all-reduce in
+``Precision.step`` for the step-wise methods), buffers are broadcast from rank 0 before each
+evaluation, and only rank 0 writes.
 Event frames ``[N, T, C, H, W]`` are moved to ``[T, N, C, H, W]`` before the model. The
 network's neuron state is reset (``functional.reset_net``) after every batch.
 """
@@ -38,7 +41,7 @@ from . import distributed
 from .build import build_model, pick_device
 from .checkpoint import atomic_write_bytes, load_model_state, save_checkpoint
 from .distill import build_teacher, init_from_checkpoint
-from .methods import DDP_METHODS, build_method
+from .methods import build_method
 from .objectives import build_objective
 from .precision import Precision
 from .recipe import Recipe, recipe_from_dict
@@ -129,20 +132,16 @@ class Trainer:
         self.teacher = build_teacher(recipe, self.info, self.device) if training else None
         self.objective = build_objective(recipe, self.teacher)
         self.method = build_method(recipe)
-        self.precision = Precision(t.amp, self.device, t.clip_grad)
+        # what the method trains (DDP-wrapped for bptt/dsr under torchrun); every rank now holds
+        # rank 0's weights, so the EMA below starts from them too
+        self.net, grad_sync = distributed.data_parallel(self.model, self.device,
+                                                        self.method.single_forward)
+        self.precision = Precision(t.amp, self.device, t.clip_grad, grad_sync)
         self.ema = None
         if t.ema_decay:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
-        self.net = self.model  # what the method trains: DDP-wrapped under torchrun
-        if self.world > 1:
-            if self.method.name not in DDP_METHODS:
-                raise UserError(f"train.method {self.method.name} calls the model step by step, "
-                                f"which bypasses DDP's gradient sync; under torchrun use one of "
-                                f"{', '.join(DDP_METHODS)}")
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self._build_optim()
         self.epoch, self.step = 0, 0
         self.batch_in_epoch = 0  # batches of the current epoch already trained (mid-epoch resume)
@@ -302,8 +301,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module | None = None) -> dict:
-        """Test loss and accuracy of ``model`` (default: the trained model), summed over ranks."""
+        """Test loss and accuracy of ``model`` (default: the trained model), summed over ranks;
+        every rank first takes rank 0's buffers, so all evaluate the model rank 0 saves."""
         model = model if model is not None else self.model
+        distributed.broadcast_state(model, parameters=False)
         model.eval()
         dev = self.device
         loss_sum = torch.zeros((), device=dev)

@@ -6,7 +6,10 @@ it owns zero_grad, forward, backward and the optimizer step (online methods step
 per batch), running forward and loss in ``precision.autocast()`` and going through
 ``precision.backward(loss)`` / ``precision.step(optimizer)`` (AMP, grad scaling, clipping: see
 :mod:`sj_bwsnn.engine.precision`). ``loss`` and ``logits`` (time-averaged, ``[N, K]``) come back detached for metrics.
-The trainer resets the network's neuron state after each batch. Objectives are called as
+The trainer resets the network's neuron state after each batch. ``single_forward`` says whether
+the method's only call into the model is one ``model(x)`` per batch: under torchrun such a method
+trains through DDP's wrapper, the others get the same gradient average from the trainer
+(:func:`sj_bwsnn.engine.distributed.data_parallel`). Objectives are called as
 ``objective(logits [N, K], y, x)`` with the batch's ``x`` (a distillation objective caches its
 teacher's logits per ``x``, so per-step calls with the same ``x`` are cheap).
 
@@ -46,6 +49,7 @@ class BPTT:
     """
 
     name = "bptt"
+    single_forward = True  # one model(x) per batch: DDP's wrapper sees it
 
     def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
         precision = precision or Precision()
@@ -78,9 +82,6 @@ class DSR(BPTT):
         return super().train_step(model, x, y, objective, optimizer, precision)
 
 
-#: methods whose single multi-step ``model(x)`` call goes through DDP's forward (gradient sync)
-DDP_METHODS = ("bptt", "dsr")
-
 METHODS = {"bptt": BPTT, "sltt": SLTT, "sltt_fused": SLTTFused, "sltt_k": SLTTK, "ottt": OTTT,
            "dsr": DSR}
 
@@ -108,5 +109,5 @@ def build_method(spec):
     return METHODS[name]()
 
 
-__all__ = ["BPTT", "DDP_METHODS", "DSR", "METHODS", "OTTT", "SLTT", "SLTTFused", "SLTTK", "build_method",
+__all__ = ["BPTT", "DSR", "METHODS", "OTTT", "SLTT", "SLTTFused", "SLTTK", "build_method",
            "presynaptic_traces", "trace_decay_for", "traced_layers"]

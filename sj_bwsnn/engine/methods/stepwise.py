@@ -50,6 +50,7 @@ class _StepWise:
     """Shared loop: per step forward, ``loss_t / T``, backward where ``grad_steps`` says."""
 
     online_update = False
+    single_forward = False  # calls model.forward_seq, not model(x): no DDP wrapper
 
     def grad_steps(self, T: int) -> set[int]:
         return set(range(T))
