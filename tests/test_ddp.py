@@ -3,7 +3,8 @@
 In process (``torch.multiprocessing``, one spawn for all checks): :func:`average_gradients`
 leaves every rank with the mean of the ranks' gradients, ``None`` handled as DDP does; one
 training step of ``sltt`` (with clipping), online ``ottt`` and ``bptt`` (DDP's wrapper) on two
-ranks with half a batch each equals one single-process step on the whole batch (float64).
+ranks with half a batch each equals one single-process step on the whole batch (float64); a NaN
+loss on one rank stops both ranks with the same error.
 CLI: torchrun trains digits with ``bptt`` and ``sltt``; rank 0 alone writes and prints.
 """
 
@@ -77,6 +78,34 @@ def one_step(name: str, model, x, y):
     return copy.deepcopy(model.state_dict())
 
 
+def nan_on_one_rank(rank: int) -> str:
+    """Train an epoch of digits where only rank 1's loss turns NaN, at the last step (``bptt``, DDP's
+    wrapper): rank 0's losses all stay finite. The error each rank raised: every rank must stop
+    with it, none may go on into a collective the other never joins."""
+    from sj_bwsnn.cli import recipe_dirs
+    from sj_bwsnn.engine import Trainer, load_recipe
+    from sj_bwsnn.errors import UserError
+
+    recipe = load_recipe(recipe_dirs()[0] / "digits_bwsnn.yaml", [
+        "T=1", "data.max_train=256", "data.max_test=64", "data.batch_size=16", "train.epochs=1",
+        "train.device=cpu", "train.plot=false", "train.tensorboard=false"])
+    trainer = Trainer(recipe, None)
+    train_step, calls = trainer.method.train_step, []
+
+    def poisoned(*args, **kwargs):
+        loss, logits = train_step(*args, **kwargs)
+        calls.append(1)
+        last = len(calls) == len(trainer.train_loader)
+        return (loss * float("nan") if rank == 1 and last else loss), logits
+
+    trainer.method.train_step = poisoned
+    try:
+        trainer.train_one_epoch()
+    except UserError as e:
+        return f"{e} ({len(trainer.train_loader)} steps)"
+    return "no error"
+
+
 def _rank(rank: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
@@ -101,6 +130,7 @@ def _rank(rank: int, init_file: str, out: str) -> None:
         half = slice(rank * len(y) // WORLD, (rank + 1) * len(y) // WORLD)
         for name in CASES:
             result[name] = one_step(name, tiny_model(seed=rank), x[half], y[half])
+        result["nan_on_rank1"] = nan_on_one_rank(rank)
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -177,3 +207,9 @@ def test_torchrun_two_cpu_ranks(tmp_path, capsys, method):
     assert printed["test_acc"] == f"{metrics[0]['test_acc']:.4f}"
     assert abs(float(printed["test_loss"]) - metrics[0]["test_loss"]) < 2e-4
     assert torch.isfinite(torch.tensor(metrics[0]["train_loss"]))
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_at_that_step(ranks):
+    errors = [got["nan_on_rank1"] for got in ranks]
+    assert errors[0] == errors[1]  # rank 0, whose own losses stayed finite, stops with rank 1
+    assert "non-finite (nan/inf) at step 8 of epoch 1" in errors[0] and errors[0].endswith("(8 steps)")

@@ -64,6 +64,20 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def first_nonzero(value: int, device: torch.device) -> int:
+    """The smallest nonzero ``value`` over ranks (0 if every rank has 0); identity for one process.
+
+    The trainer's non-finite-loss check: every rank must stop at the same step with the same
+    message, or the ranks still training would wait in their next collective until it times out.
+    """
+    if world()[1] == 1:
+        return value
+    big = torch.iinfo(torch.long).max
+    t = torch.tensor([value or big], dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return 0 if int(t) == big else int(t)
+
+
 def _coalesced(tensors: list[torch.Tensor], collective: Callable[[torch.Tensor], None]) -> None:
     """Run ``collective`` in place on ``tensors`` through flat buffers of at most
     :data:`BUCKET_BYTES` (one dtype and device each), then copy the results back. Every rank

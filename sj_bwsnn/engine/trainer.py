@@ -277,7 +277,7 @@ class Trainer:
             seen += hard.numel()
             save = self._stop_requested or (every and self.step % every == 0)
             if save or i % SYNC_EVERY == 0 or i == total:
-                self._check_finite(int(first_bad))
+                self._check_finite(distributed.first_nonzero(int(first_bad), dev))
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
                                 acc=f"{correct.item() / seen:.4f}")
             if save:
