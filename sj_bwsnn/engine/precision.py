@@ -62,11 +62,6 @@ class Precision:
         else:
             optimizer.step()
 
-    @property
-    def is_plain(self) -> bool:
-        """True when this object changes nothing (fp32, no clipping, no gradient sync)."""
-        return self.dtype is None and self.clip_grad is None and self.grad_sync is None
-
     def state_dict(self) -> dict:
         return self.scaler.state_dict() if self.scaler else {}
 
