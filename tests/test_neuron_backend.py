@@ -292,3 +292,40 @@ def test_fused_no_grad_path_matches(host_kernels):
     assert s_b.requires_grad and not s_a.requires_grad
     assert torch.equal(s_a, s_b.detach()) and torch.equal(a.v, b.v.detach())
     assert torch.equal(a.v_seq, b.v_seq.detach())
+
+
+@needs_gxx
+def test_selfcheck_passes_on_the_host_build_and_catches_broken_kernels(host_kernels):
+    """``sj-bwsnn doctor``'s kernel check: all pass on a correct kernel; a 1% gradient error or one
+    flipped spike is reported as a disagreement."""
+    from sj_bwsnn.neuron import selfcheck
+
+    checks = selfcheck.check_fused("cpu")
+    assert len(checks) == 2 * len(selfcheck.CASES) and all(c.ok for c in checks), checks
+    assert all(c.compared > 0.9 * 4 * 8 * 33 * 17 for c in checks)  # few neurons left out
+    assert selfcheck.summary(checks).startswith("fused kernels match")
+
+    real = fused.get_launcher()
+
+    class GradOff:
+        forward = real.forward
+
+        def backward(self, cfg, *args):
+            real.backward(cfg, *args)
+            args[4].mul_(1.01)  # grad_x
+
+    class SpikeFlipped:
+        backward = real.backward
+
+        def forward(self, cfg, x, v0, v_init, spike, *args):
+            real.forward(cfg, x, v0, v_init, spike, *args)
+            spike.view(-1)[7] = 1 - spike.view(-1)[7]
+
+    for broken, failing in ((GradOff(), {"float32"}), (SpikeFlipped(), {"float32", "bfloat16"})):
+        fused.set_launcher(broken)
+        try:
+            checks = selfcheck.check_fused("cpu")
+        finally:
+            fused.set_launcher(real)
+        assert all(not c.ok for c in checks if c.dtype in failing), checks
+        assert "DISAGREE" in selfcheck.summary(checks)
