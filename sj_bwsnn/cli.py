@@ -83,6 +83,8 @@ def cmd_train(args) -> int:
     from .engine.build import pick_device
     from .engine.checkpoint import atomic_write_bytes
 
+    if args.stop_after is not None and args.stop_after < 1:
+        raise UserError(f"--stop-after must be an epoch number >= 1, got {args.stop_after}")
     path = find_recipe(args.recipe)
     recipe = load_recipe(path, args.set)
     out = Path(args.out) if args.out else Path("runs") / path.stem / time.strftime("%Y%m%d-%H%M%S")
@@ -114,7 +116,7 @@ def cmd_train(args) -> int:
             print(f"training {recipe.model.name} ({kind}) T={recipe.T} on {recipe.data.name} "
                   f"[{trainer.device}{ranks}]{kd} -> {out}", flush=True)
         try:
-            trainer.fit()
+            trainer.fit(until=args.stop_after)
         except TrainingInterrupted as stop:
             print(f"{stop}; saved {out / 'last.pt'}. Resume with: sj-bwsnn train {args.recipe} "
                   f"--out {out} --resume" + "".join(f" --set {s}" for s in args.set),
@@ -125,7 +127,11 @@ def cmd_train(args) -> int:
                   f"train {args.recipe} --out {out} --resume" + "".join(f" --set {s}" for s in args.set),
                   file=sys.stderr)
             return 130
-        if main:
+        if main and trainer.epoch < recipe.train.epochs:
+            print(f"stopped after epoch {trainer.epoch} of {recipe.train.epochs} (--stop-after); "
+                  f"continue with: sj-bwsnn train {args.recipe} --out {out} --resume"
+                  + "".join(f" --set {s}" for s in args.set))
+        elif main:
             print(f"final test_acc={trainer.metrics[-1]['test_acc']:.4f}")
             print(f"saved {out / 'last.pt'} and {out / 'metrics.json'}")
         return 0
@@ -284,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(t)
     t.add_argument("--out", help="output folder (default runs/<recipe>/<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.add_argument("--stop-after", type=int, metavar="EPOCH",
+                   help="stop once this epoch is done (a job's time limit); the schedule still "
+                        "follows train.epochs, and --resume continues the run")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's test data")

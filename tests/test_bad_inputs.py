@@ -68,6 +68,8 @@ CASES = [
      "--set expects key.sub=value"),
     ("unknown-method", lambda p: ["train", "digits_bwsnn", "--set", "train.method=stlt"],
      "did you mean 'sltt'"),
+    ("stop-after-zero", lambda p: ["train", "digits_bwsnn", "--stop-after", "0"],
+     "--stop-after must be an epoch number >= 1, got 0"),
 ]
 
 

@@ -173,14 +173,11 @@ def test_two_ranks_on_half_batches_step_like_one_process_on_the_batch(ranks, nam
                                        msg=lambda m: f"rank {r}, {k}: {m}")
 
 
-@pytest.mark.parametrize("method", ["bptt", "sltt"])  # DDP's wrapper / the trainer's grad sync
-def test_torchrun_two_cpu_ranks(tmp_path, capsys, method):
-    out = tmp_path / "run"
-    # 4 steps per rank at lr 0.05: the model has learned enough that BN statistics matter
-    sets = ["T=1", "data.max_train=128", "data.max_test=101", "data.batch_size=16", "optim.lr=0.05",
-            "train.epochs=1", "train.device=cpu", "train.plot=false", f"train.method={method}"]
+def torchrun(out: Path, sets: list[str], *extra: str) -> str:
+    """``torchrun --nproc_per_node=2 -m sj_bwsnn train digits_bwsnn --out OUT --set ...``; its stdout
+    (the run must succeed)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "sj_bwsnn", "train", "digits_bwsnn", "--out", str(out)]
+           "-m", "sj_bwsnn", "train", "digits_bwsnn", "--out", str(out), *extra]
     cmd += [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     # own session, so a hang kills torchrun's workers too, not just torchrun
@@ -192,6 +189,16 @@ def test_torchrun_two_cpu_ranks(tmp_path, capsys, method):
         os.killpg(proc.pid, signal.SIGKILL)
         raise
     assert proc.returncode == 0, stderr[-2000:]
+    return stdout
+
+
+@pytest.mark.parametrize("method", ["bptt", "sltt"])  # DDP's wrapper / the trainer's grad sync
+def test_torchrun_two_cpu_ranks(tmp_path, capsys, method):
+    out = tmp_path / "run"
+    # 4 steps per rank at lr 0.05: the model has learned enough that BN statistics matter
+    sets = ["T=1", "data.max_train=128", "data.max_test=101", "data.batch_size=16", "optim.lr=0.05",
+            "train.epochs=1", "train.device=cpu", "train.plot=false", f"train.method={method}"]
+    stdout = torchrun(out, sets)
     assert stdout.count("epoch   1/1") == 1  # rank 0 only
     assert "x2 ranks" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -213,3 +220,22 @@ def test_a_nan_loss_on_one_rank_stops_every_rank_at_that_step(ranks):
     errors = [got["nan_on_rank1"] for got in ranks]
     assert errors[0] == errors[1]  # rank 0, whose own losses stayed finite, stops with rank 1
     assert "non-finite (nan/inf) at step 8 of epoch 1" in errors[0] and errors[0].endswith("(8 steps)")
+
+
+def test_torchrun_resume_continues_every_rank_exactly(tmp_path):
+    """A 2-epoch torchrun job stopped after epoch 1 (``--stop-after 1``) and resumed ends with
+    exactly the metrics of an uninterrupted one. sltt_k draws its time step from each rank's own
+    torch stream, so rank 1 must get its streams back too (before, only rank 0's were saved)."""
+    sets = ["T=2", "data.max_train=128", "data.max_test=64", "data.batch_size=16", "optim.lr=0.05",
+            "train.device=cpu", "train.plot=false", "train.tensorboard=false", "train.epochs=2",
+            "train.method=sltt_k", "train.k=1"]
+    torchrun(tmp_path / "whole", sets)
+    stopped = torchrun(tmp_path / "cut", sets, "--stop-after", "1")
+    assert "stopped after epoch 1 of 2 (--stop-after)" in stopped and "--resume" in stopped
+    assert len(json.loads((tmp_path / "cut" / "metrics.json").read_text())) == 1
+    assert len(load_checkpoint(tmp_path / "cut" / "last.pt")["rng_ranks"]) == 2
+    torchrun(tmp_path / "cut", sets, "--resume")
+    whole, cut = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "cut"))
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    assert len(whole) == 2
+    assert [[row[k] for k in keys] for row in cut] == [[row[k] for k in keys] for row in whole]

@@ -4,7 +4,8 @@ A checkpoint is a dict of tensors and plain Python values only (no pickled class
 ``torch.load(..., weights_only=True)`` can read it and a file carrying arbitrary objects is refused:
 
 ``{'format': 1, 'recipe': dict, 'epoch': int, 'model': state_dict, 'optimizer': ...,
-'scheduler': ..., 'metrics': list, 'rng': {...}, 'best_acc': float}``
+'scheduler': ..., 'metrics': list, 'rng': {...}, 'rng_ranks': [{...} per rank] or None,
+'best_acc': float}``
 """
 
 from __future__ import annotations

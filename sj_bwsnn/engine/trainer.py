@@ -7,8 +7,8 @@ clipping), teacher (:mod:`.distill`), method and objective from a :class:`Recipe
 trains, evaluates, appends to ``OUT/metrics.json``, logs TensorBoard scalars and saves
 ``OUT/last.pt`` (and ``OUT/best.pt`` when test accuracy improves), every file written
 atomically; ``OUT/curves.png`` at the end. ``--resume`` restores model, optimizer, schedule,
-grad scaler, EMA, metrics and RNG states, so a resumed run continues exactly (bitwise on CPU with
-``train.deterministic``). Under torchrun every method trains on the ranks' mean gradient
+grad scaler, EMA, metrics and RNG states (every rank's under torchrun), so a resumed run continues
+exactly (bitwise on CPU with ``train.deterministic``). Under torchrun every method trains on the ranks' mean gradient
 (:func:`.distributed.data_parallel`: DDP for ``bptt``/``dsr``, a gradient all-reduce in
 ``Precision.step`` for the step-wise methods), buffers are broadcast from rank 0 before each
 evaluation, and only rank 0 writes.
@@ -172,7 +172,28 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------
 
-    def state(self) -> dict:
+    def _rng_state(self) -> dict:
+        """This process's random streams (torch, CUDA, NumPy, Python, the loader's generators)."""
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+                "numpy_pos": int(np.random.get_state()[2]),
+                "python": json.dumps(random.getstate()),
+                "loader": self.train_loader.generator.get_state(),
+                "epoch_loader": self._epoch_loader_state}
+
+    def _gather_rng(self) -> list[dict] | None:
+        """Every rank's :meth:`_rng_state`, rank by rank (a collective: all ranks call it at the
+        same save point); None for a single process."""
+        if self.world == 1:
+            return None
+        states = [None] * self.world
+        torch.distributed.all_gather_object(states, self._rng_state())
+        return states
+
+    def state(self, rng_ranks: list[dict] | None = None) -> dict:
+        """The checkpoint: ``rng`` is this process's streams; under torchrun ``rng_ranks`` (from
+        :meth:`_gather_rng`) holds every rank's, so each rank resumes its own."""
         return {
             "recipe": self.recipe.to_dict(), "epoch": self.epoch, "step": self.step,
             "batch_in_epoch": self.batch_in_epoch, "partial": list(self._partial),
@@ -181,13 +202,7 @@ class Trainer:
             "scaler": self.precision.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "metrics": self.metrics, "best_acc": self.best_acc,
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                    "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-                    "numpy_pos": int(np.random.get_state()[2]),
-                    "python": json.dumps(random.getstate()),
-                    "loader": self.train_loader.generator.get_state(),
-                    "epoch_loader": self._epoch_loader_state},
+            "rng": self._rng_state(), "rng_ranks": rng_ranks,
         }
 
     def load_state(self, ckpt: dict, path: Path) -> None:
@@ -209,8 +224,10 @@ class Trainer:
         self.step = ckpt.get("step", 0)
         self.batch_in_epoch = ckpt.get("batch_in_epoch", 0)
         self._partial = tuple(ckpt.get("partial") or (0.0, 0, 0))
-        rng = ckpt["rng"]
-        if self.world == 1:  # other ranks' streams were never saved; theirs restart from the seed
+        rng, ranks = ckpt["rng"], ckpt.get("rng_ranks")
+        if self.world > 1:  # each rank its own streams, when saved by a run of this many ranks
+            rng = ranks[self.rank] if ranks and len(ranks) == self.world else None
+        if rng is not None:  # else (another world size) streams restart from seed + rank
             torch.set_rng_state(rng["torch"])
             if rng["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
@@ -218,10 +235,10 @@ class Trainer:
                                  rng["numpy_pos"], 0, 0.0))
             random.setstate(tuple(tuple(v) if isinstance(v, list) else v
                                   for v in json.loads(rng["python"])))
-        # mid-epoch: rewind the worker-seed generator to the epoch's start, so the resumed epoch's
-        # loader draws the same worker seeds as the interrupted one did
-        self.train_loader.generator.set_state(rng["epoch_loader"] if self.batch_in_epoch
-                                              else rng["loader"])
+            # mid-epoch: rewind the worker-seed generator to the epoch's start, so the resumed
+            # epoch's loader draws the same worker seeds as the interrupted one did
+            self.train_loader.generator.set_state(rng["epoch_loader"] if self.batch_in_epoch
+                                                  else rng["loader"])
 
     # -- loops ---------------------------------------------------------------------------------
 
@@ -282,8 +299,9 @@ class Trainer:
                                 acc=f"{correct.item() / seen:.4f}")
             if save:
                 self.batch_in_epoch, self._partial = i, (loss_sum.item(), correct.item(), seen)
+                rng_ranks = self._gather_rng()
                 if self.is_main and self.out is not None:
-                    save_checkpoint(self.out / "last.pt", self.state())
+                    save_checkpoint(self.out / "last.pt", self.state(rng_ranks))
                 if self._stop_requested:
                     raise TrainingInterrupted(self.epoch, i, total)
         self.batch_in_epoch, self._partial = 0, (0.0, 0, 0)
@@ -352,8 +370,9 @@ class Trainer:
                 self.metrics.append(row)
                 improved = row["test_acc"] > self.best_acc
                 self.best_acc = max(self.best_acc, row["test_acc"])
+                rng_ranks = self._gather_rng()
                 if main:
-                    self._save(improved)
+                    self._save(improved, rng_ranks)
                     tb.add(row, self.epoch)
                     self._print(row, epochs)
         finally:
@@ -382,8 +401,8 @@ class Trainer:
 
         return signal.signal(signal.SIGINT, handler)
 
-    def _save(self, improved: bool) -> None:
-        state = self.state()
+    def _save(self, improved: bool, rng_ranks: list[dict] | None = None) -> None:
+        state = self.state(rng_ranks)
         save_checkpoint(self.out / "last.pt", state)
         if improved:
             save_checkpoint(self.out / "best.pt", state)
