@@ -24,7 +24,7 @@ from .binarize import WeightBinarizer
 
 class BinaryLayer:
     """Base of every layer with 1-bit weights (``isinstance(m, BinaryLayer)`` finds them all): the
-    binarizer, ``binarized_weight()`` and, for convs, the step-mode dispatch."""
+    binarizer and ``binarized_weight()``."""
 
     binarizer: WeightBinarizer
 
@@ -32,19 +32,35 @@ class BinaryLayer:
         """The binarized weight ``alpha * sign(w)`` used by ``forward`` (with the STE graph)."""
         return self.binarizer(self.weight)
 
+
+class _BinaryConvNd(BinaryLayer):
+    """What BinaryConv1d / BinaryConv2d share: the constructor (SpikingJelly's conv arguments,
+    ``bias=False`` by default, plus the binarizer's) and the step-mode forward; a subclass names
+    its SpikingJelly conv base and its ``'m'`` input rank and layout."""
+
+    _seq_dims: int
+    _seq_layout: str
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = False, padding_mode: str = "zeros",
+                 step_mode: str = "s", scaling: str = "channel", detach_alpha: bool = True):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, step_mode)
+        self.binarizer = WeightBinarizer(scaling, detach_alpha)
+
     def _forward_op(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.binarized_weight(), self.bias)
 
-    def _conv_dispatch(self, x: torch.Tensor, seq_dims: int, layout: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "s":
             return self._forward_op(x)
-        if x.dim() != seq_dims:
-            raise ValueError(f"{type(self).__name__} in step_mode='m' expects a {seq_dims}-D "
-                             f"{layout} input, got shape {tuple(x.shape)}")
+        if x.dim() != self._seq_dims:
+            raise ValueError(f"{type(self).__name__} in step_mode='m' expects a {self._seq_dims}-D "
+                             f"{self._seq_layout} input, got shape {tuple(x.shape)}")
         return functional.seq_to_ann_forward(x, self._forward_op)
 
 
-class BinaryConv2d(BinaryLayer, layer.Conv2d):
+class BinaryConv2d(_BinaryConvNd, layer.Conv2d):
     """2-D convolution with 1-bit weights ``alpha * sign(w)``; SpikingJelly step modes.
 
     Same arguments as ``spikingjelly.activation_based.layer.Conv2d`` (default ``bias=False``), plus
@@ -52,32 +68,16 @@ class BinaryConv2d(BinaryLayer, layer.Conv2d):
     Input ``[N, C, H, W]`` in ``'s'``, ``[T, N, C, H, W]`` in ``'m'``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = False, padding_mode: str = "zeros",
-                 step_mode: str = "s", scaling: str = "channel", detach_alpha: bool = True):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode, step_mode)
-        self.binarizer = WeightBinarizer(scaling, detach_alpha)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_dispatch(x, 5, "[T, N, C, H, W]")
+    _seq_dims, _seq_layout = 5, "[T, N, C, H, W]"
 
 
-class BinaryConv1d(BinaryLayer, layer.Conv1d):
+class BinaryConv1d(_BinaryConvNd, layer.Conv1d):
     """1-D convolution with 1-bit weights (token MLPs of spiking Transformers such as SJ's
     Spikformer are 1x1 ``Conv1d``). Arguments as ``layer.Conv1d`` (default ``bias=False``) plus
     ``scaling`` and ``detach_alpha``. Input ``[N, C, L]`` in ``'s'``, ``[T, N, C, L]`` in ``'m'``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = False, padding_mode: str = "zeros",
-                 step_mode: str = "s", scaling: str = "channel", detach_alpha: bool = True):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode, step_mode)
-        self.binarizer = WeightBinarizer(scaling, detach_alpha)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_dispatch(x, 4, "[T, N, C, L]")
+    _seq_dims, _seq_layout = 4, "[T, N, C, L]"
 
 
 class BinaryLinear(BinaryLayer, layer.Linear):
@@ -92,7 +92,7 @@ class BinaryLinear(BinaryLayer, layer.Linear):
         super().__init__(in_features, out_features, bias, step_mode)
         self.binarizer = WeightBinarizer(scaling, detach_alpha)
 
-    def _forward_op(self, x: torch.Tensor) -> torch.Tensor:  # a linear, not a conv
+    def _forward_op(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.binarized_weight(), self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
