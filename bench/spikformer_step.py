@@ -22,8 +22,8 @@ time-averaged logits -> backward -> SGD(momentum 0.9) step -> ``functional.reset
 Timing: CUDA events around each step after ``--warmup`` steps; median (and p10/p90) of ``--iters``
 steps; peak memory = ``max_memory_allocated`` over the timed steps. ``compile`` wraps the model in
 ``torch.compile`` (default mode); its warm-up includes compilation. Writes JSON (device, versions,
-date, every figure) to ``bench/results/spikformer_step.json``. Without CUDA it refuses with one
-line and exit code 2.
+date, every figure) to ``bench/results/spikformer_step_<device>_<UTC time>.json``. Without CUDA it
+refuses with one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import write_record  # noqa: E402
+from _common import stamped, write_record  # noqa: E402
 
 from spikingjelly.activation_based import functional  # noqa: E402
 from spikingjelly.activation_based.model.spikformer import spikformer_ti  # noqa: E402
@@ -64,13 +64,14 @@ def parse_args(argv):
     p.add_argument("--smoke", action="store_true",
                    help="CPU, T=2, B=2, 32 px, 1+1 steps, eager only: checks the code path")
     p.add_argument("--out", type=Path, default=None,
-                   help="JSON path (default bench/results/spikformer_step.json; none with --smoke)")
+                   help="JSON path (default bench/results/spikformer_step_<device>_<UTC time>.json; "
+                        "none with --smoke)")
     args = p.parse_args(argv)
     if args.smoke:
         args.T, args.batch, args.img, args.iters, args.warmup = 2, 2, 32, 1, 1
         args.modes = [m for m in args.modes if m == "eager"] or ["eager"]
     elif args.out is None:
-        args.out = Path(__file__).parent / "results" / "spikformer_step.json"
+        args.out = stamped(Path(__file__).parent / "results", "spikformer_step")
     return args
 
 
