@@ -90,13 +90,18 @@ def _forward_fake(x, v0, v_init, cfg, tau, v_threshold, v_reset, alpha, store_v_
     return _forward_outputs(x, store_v_seq, save_m=True, placeholders=True)
 
 
-def _backward_impl(grad_spike, grad_v_seq, grad_v_last, m, want_grad_v0, cfg, tau, v_threshold, v_reset,
-                   alpha, placeholders=True):
-    grad_x = torch.empty_like(m)
+def _backward_outputs(m: Tensor, want_grad_v0: bool, placeholders: bool):
+    """``(grad_x, grad_v0)``; ``grad_v0`` when not computed as in :func:`_forward_outputs`."""
     if want_grad_v0:
         grad_v0 = torch.empty_like(m[0], dtype=torch.float32)
-    else:  # not computed: an empty tensor for the custom op's schema, None in eager mode
+    else:
         grad_v0 = m.new_empty((0,), dtype=torch.float32) if placeholders else None
+    return torch.empty_like(m), grad_v0
+
+
+def _backward_impl(grad_spike, grad_v_seq, grad_v_last, m, want_grad_v0, cfg, tau, v_threshold, v_reset,
+                   alpha, placeholders=True):
+    grad_x, grad_v0 = _backward_outputs(m, want_grad_v0, placeholders)
     if m.numel():
         get_launcher().backward(KernelConfig(*cfg), grad_spike, grad_v_seq, grad_v_last, m, grad_x,
                                 grad_v0 if want_grad_v0 else None, tau, v_threshold, v_reset, alpha)
@@ -116,8 +121,7 @@ def _backward_op(grad_spike: Tensor, grad_v_seq: Optional[Tensor], grad_v_last: 
 @_backward_op.register_fake
 def _backward_fake(grad_spike, grad_v_seq, grad_v_last, m, want_grad_v0, cfg, tau, v_threshold, v_reset,
                    alpha):
-    grad_v0 = torch.empty_like(m[0], dtype=torch.float32) if want_grad_v0 else m.new_empty((0,), dtype=torch.float32)
-    return torch.empty_like(m), grad_v0
+    return _backward_outputs(m, want_grad_v0, placeholders=True)
 
 
 def _setup_context(ctx, inputs, output):
