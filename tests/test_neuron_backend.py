@@ -7,18 +7,15 @@ compared with SpikingJelly's Torch reference: spikes identical in fp32, gradient
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 from spikingjelly.activation_based import functional, surrogate
 
 from sj_bwsnn.errors import UserError
-from sj_bwsnn.neuron import IFNode, LIFNode, fused, nodes
+from sj_bwsnn.neuron import LIFNode, fused, nodes
 from sj_bwsnn.neuron.kernels import host
 
-SURROGATES = [surrogate.Sigmoid, surrogate.ATan, surrogate.PiecewiseQuadratic, surrogate.PiecewiseExp,
-              surrogate.SoftSign, surrogate.SuperSpike, surrogate.Erf]
+from _neuron_util import loss_of, make_node, random_config
 
 needs_gxx = pytest.mark.skipif(host.compiler() is None, reason="needs g++ to build the kernel on the host")
 
@@ -34,38 +31,11 @@ def host_kernels(tmp_path_factory):
     fused.set_launcher(previous)
 
 
-def make_node(kind, backend="torch", **kw):
-    cls = LIFNode if kind == "lif" else IFNode
-    if kind != "lif":
-        kw.pop("tau", None), kw.pop("decay_input", None)
-    return cls(step_mode="m", backend=backend, **kw)
-
-
 def run(node, x, fused_path):
     """Spikes of one multi-step call, through the fused kernel or the node's own (torch) path."""
     if fused_path:
         return fused._run(node, x, lif=isinstance(node, LIFNode))
     return node(x)
-
-
-def loss_of(spikes, node, weights):
-    """A loss that reaches every output: spikes, the final state and (when stored) v_seq."""
-    w_s, w_v, w_seq = weights
-    loss = (spikes.double() * w_s).sum() + (node.v.double() * w_v).sum()
-    if node.store_v_seq:
-        loss = loss + (node.v_seq.double() * w_seq).sum()
-    return loss
-
-
-def random_config(seed: int) -> dict:
-    rng = random.Random(seed)
-    return dict(
-        kind=rng.choice(["lif", "if"]), tau=rng.choice([1.5, 2.0, 4.0]), decay_input=rng.random() < 0.5,
-        v_threshold=rng.choice([0.5, 1.0]), v_reset=rng.choice([None, 0.0, -0.3]),
-        surrogate_function=SURROGATES[seed % len(SURROGATES)](alpha=rng.choice([2.0, 4.0])),
-        detach_reset=rng.random() < 0.5, store_v_seq=rng.random() < 0.5, temporal_grad=rng.random() < 0.7,
-        T=rng.choice([1, 2, 4, 4, 7, 8]),
-    )
 
 
 CONFIGS = [random_config(seed) for seed in range(14)]

@@ -9,13 +9,13 @@ own fp32 reference meets: an element-wise relative tolerance it does not meet ei
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
-from spikingjelly.activation_based import functional, surrogate
+from spikingjelly.activation_based import functional
 
-from sj_bwsnn.neuron import IFNode, LIFNode, selfcheck
+from sj_bwsnn.neuron import LIFNode, selfcheck
+
+from _neuron_util import loss_of, node_of, random_config
 
 
 def _gpu_ok() -> bool:
@@ -28,30 +28,6 @@ def _gpu_ok() -> bool:
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _gpu_ok(), reason="needs CUDA and CuPy")]
 
-SURROGATES = [surrogate.Sigmoid, surrogate.ATan, surrogate.PiecewiseQuadratic, surrogate.PiecewiseExp,
-              surrogate.SoftSign, surrogate.SuperSpike, surrogate.Erf]
-
-
-def config(seed: int) -> dict:
-    rng = random.Random(seed)
-    return dict(
-        kind=rng.choice(["lif", "if"]), tau=rng.choice([1.5, 2.0, 4.0]), decay_input=rng.random() < 0.5,
-        v_threshold=rng.choice([0.5, 1.0]), v_reset=rng.choice([None, 0.0, -0.3]),
-        surrogate_function=SURROGATES[seed % len(SURROGATES)](alpha=rng.choice([2.0, 4.0])),
-        detach_reset=rng.random() < 0.5, store_v_seq=rng.random() < 0.5,
-        temporal_grad=rng.random() < 0.7, T=rng.choice([1, 2, 4, 8]),
-    )
-
-
-def node_of(cfg: dict, backend: str):
-    cfg = dict(cfg)
-    kind = cfg.pop("kind")
-    cfg.pop("T")
-    if kind == "if":
-        cfg.pop("tau"), cfg.pop("decay_input")
-        return IFNode(step_mode="m", backend=backend, **cfg)
-    return LIFNode(step_mode="m", backend=backend, **cfg)
-
 
 def near_threshold(x64: torch.Tensor, cfg: dict) -> torch.Tensor:
     """Neurons whose fp64 potential H[t] comes within 1e-6 of V_th at any step: [N...] bool."""
@@ -59,16 +35,9 @@ def near_threshold(x64: torch.Tensor, cfg: dict) -> torch.Tensor:
                                     cfg["v_threshold"], cfg["v_reset"])
 
 
-def loss(spikes, node, w):
-    out = (spikes.double() * w[0].to(spikes.device)).sum() + (node.v.double() * w[1].to(spikes.device)).sum()
-    if node.store_v_seq:
-        out = out + (node.v_seq.double() * w[2].to(spikes.device)).sum()
-    return out
-
-
 @pytest.mark.parametrize("seed", range(24))
 def test_fp32_parity_with_sj_reference(seed):
-    cfg = config(seed)
+    cfg = random_config(seed, t_choices=(1, 2, 4, 8))
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(cfg["T"], 8, 33, 17, generator=gen) * 1.5 + 0.3
     w = [torch.randn(s, generator=gen, dtype=torch.float64) for s in (x.shape, x.shape[1:], x.shape)]
@@ -80,8 +49,8 @@ def test_fp32_parity_with_sj_reference(seed):
     assert s.dtype == torch.float32 and ours.v.dtype == torch.float32
     assert torch.equal(s.cpu()[:, keep], s32[:, keep])
     torch.testing.assert_close(ours.v.cpu()[keep], ref32.v[keep], rtol=1e-6, atol=1e-6)
-    loss(s, ours, w).backward()
-    loss(s64, ref64, w).backward()
+    loss_of(s, ours, w).backward()
+    loss_of(s64, ref64, w).backward()
     # within 1e-5 relative, as a norm and element by element against the largest gradient:
     # SpikingJelly's own fp32 reference misses an element-wise rtol of 1e-5 wherever a gradient
     # cancels over the T steps (measured with the g++ build of the kernel: both reach 4e-7)
@@ -93,7 +62,7 @@ def test_fp32_parity_with_sj_reference(seed):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("seed", range(6))
 def test_half_precision_gradients(dtype, seed):
-    cfg = config(100 + seed)
+    cfg = random_config(100 + seed, t_choices=(1, 2, 4, 8))
     gen = torch.Generator().manual_seed(seed)
     x = (torch.randn(cfg["T"], 16, 64, generator=gen) + 0.4).to(dtype)
     ours, ref = node_of(cfg, "cupy"), node_of(cfg, "torch")
