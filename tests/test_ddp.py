@@ -239,3 +239,16 @@ def test_torchrun_resume_continues_every_rank_exactly(tmp_path):
     keys = ("train_loss", "train_acc", "test_loss", "test_acc")
     assert len(whole) == 2
     assert [[row[k] for k in keys] for row in cut] == [[row[k] for k in keys] for row in whole]
+
+
+def test_init_distributed_gives_each_rank_its_local_gpu(monkeypatch):
+    """Under torchrun any CUDA device becomes cuda:LOCAL_RANK, also on the trainer's second call
+    (the CLI joins the group first); CPU stays CPU."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)  # the CLI's call already joined
+    assert distributed.init_distributed(torch.device("cuda", 0)) == torch.device("cuda", 1)
+    assert distributed.init_distributed(torch.device("cuda")) == torch.device("cuda", 1)
+    assert distributed.init_distributed(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.init_distributed(torch.device("cuda", 0)) == torch.device("cuda", 0)

@@ -42,16 +42,19 @@ def world() -> tuple[int, int]:
 
 
 def init_distributed(device: torch.device) -> torch.device:
-    """Join the torchrun group if ``WORLD_SIZE > 1``; returns the device this rank should use."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    """Join the torchrun group if ``WORLD_SIZE > 1`` (once per process; later calls only answer);
+    returns the device this rank should use: ``cuda:LOCAL_RANK`` for any CUDA device under
+    torchrun (a recipe's ``cuda:0`` would otherwise put every rank on GPU 0), else ``device``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
-    local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-        dist.init_process_group("nccl", device_id=device)
-    else:
-        dist.init_process_group("gloo")
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     return device
 
 
