@@ -115,22 +115,20 @@ def cmd_train(args) -> int:
             kd = f", distilling from {recipe.teacher.checkpoint}" if trainer.teacher else ""
             print(f"training {recipe.model.name} ({kind}) T={recipe.T} on {recipe.data.name} "
                   f"[{trainer.device}{ranks}]{kd} -> {out}", flush=True)
+        resume = (f"sj-bwsnn train {args.recipe} --out {out} --resume"
+                  + "".join(f" --set {s}" for s in args.set))
         try:
             trainer.fit(until=args.stop_after)
         except TrainingInterrupted as stop:
-            print(f"{stop}; saved {out / 'last.pt'}. Resume with: sj-bwsnn train {args.recipe} "
-                  f"--out {out} --resume" + "".join(f" --set {s}" for s in args.set),
-                  file=sys.stderr)
+            print(f"{stop}; saved {out / 'last.pt'}. Resume with: {resume}", file=sys.stderr)
             return 130
         except KeyboardInterrupt:
-            print(f"\naborted; {out / 'last.pt'} holds the last saved state. Resume with: sj-bwsnn "
-                  f"train {args.recipe} --out {out} --resume" + "".join(f" --set {s}" for s in args.set),
+            print(f"\naborted; {out / 'last.pt'} holds the last saved state. Resume with: {resume}",
                   file=sys.stderr)
             return 130
         if main and trainer.epoch < recipe.train.epochs:
             print(f"stopped after epoch {trainer.epoch} of {recipe.train.epochs} (--stop-after); "
-                  f"continue with: sj-bwsnn train {args.recipe} --out {out} --resume"
-                  + "".join(f" --set {s}" for s in args.set))
+                  f"continue with: {resume}")
         elif main:
             print(f"final test_acc={trainer.metrics[-1]['test_acc']:.4f}")
             print(f"saved {out / 'last.pt'} and {out / 'metrics.json'}")
@@ -152,7 +150,9 @@ def cmd_eval(args) -> int:
             raise UserError(f"--ema: {args.checkpoint} holds no EMA weights (train with "
                             f"train.ema_decay set)")
         # timm's ModelEmaV3 keeps the averaged copy as its `module`: strip that prefix
-        state = {k.removeprefix("module."): v for k, v in ckpt["ema"].items()}
+        from timm.models import clean_state_dict
+
+        state = clean_state_dict(ckpt["ema"])
     load_model_state(trainer.model, state, args.checkpoint)
     m = trainer.evaluate()
     print(f"test_loss={m['test_loss']:.4f} test_acc={m['test_acc']:.4f}")
@@ -205,7 +205,6 @@ def cmd_energy(args) -> int:
     from .analysis.energy import E_AC_PJ, E_MAC_PJ, energy_report, format_energy, plot_firing_rates
     from .analysis.source import build_source, sample_batches
     from .engine import load_checkpoint, load_recipe
-    from .engine.checkpoint import load_model_state
 
     e_mac = E_MAC_PJ if args.e_mac is None else args.e_mac
     e_ac = E_AC_PJ if args.e_ac is None else args.e_ac
@@ -215,10 +214,10 @@ def cmd_energy(args) -> int:
         raise UserError("--e-mac and --e-ac are energies in pJ and must be >= 0")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise UserError(f"--plot writes a PNG; give a file name ending in .png, got {args.plot}")
-    from .engine.trainer import pick_device
+    from .engine.build import pick_device
 
-    src = build_source(load_recipe(find_recipe(args.recipe), args.set))
-    load_model_state(src.model, load_checkpoint(args.checkpoint)["model"], args.checkpoint)
+    src = build_source(load_recipe(find_recipe(args.recipe), args.set),
+                       load_checkpoint(args.checkpoint)["model"], args.checkpoint)
     src.model.to(pick_device(src.recipe.train.device))
     batches = list(sample_batches(src, args.batches))
     rep = energy_report(src.model, batches, src.recipe.T, e_mac, e_ac)

@@ -27,7 +27,7 @@ def build_model(recipe: Recipe, info) -> torch.nn.Module:
 
     neuron, neuron_kwargs = neuron_kwargs_from_config(recipe.neuron)
     name = recipe.model.name
-    if name not in timm.list_models(name):
+    if not timm.is_model(name):
         ours = timm.list_models("bw_*")
         raise UserError(f"model.name: unknown model {name!r}{closest(name, ours)}; "
                         f"sj_bwsnn models: {', '.join(ours)}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.models import clean_state_dict
 
 from ..errors import UserError
 
@@ -115,4 +116,4 @@ def load_weights_file(path: str | Path) -> tuple[dict, dict | None]:
             break
     if not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"checkpoint {path} holds no state_dict (expected tensors by name)")
-    return {k.removeprefix("module."): v for k, v in obj.items()}, recipe
+    return clean_state_dict(obj), recipe  # timm's: strips DDP's module. and torch.compile's _orig_mod.

@@ -112,7 +112,6 @@ class TrainConfig:
     epochs: int = 30
     label_smoothing: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    log_interval: int = 0  # 0: one line per epoch only
     # training method (sj_bwsnn.engine.methods): bptt | sltt | sltt_fused | sltt_k | ottt | dsr
     method: str = "bptt"
     k: int = 1  # sltt_k: time steps with backward per batch (1 <= k <= T)
@@ -230,7 +229,6 @@ def _check_ranges(r: Recipe) -> None:
         (r.optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0"),
         (r.train.epochs >= 1, "train.epochs", "must be >= 1"),
         (0.0 <= r.train.label_smoothing < 1.0, "train.label_smoothing", "must lie in [0, 1)"),
-        (r.train.log_interval >= 0, "train.log_interval", "must be >= 0"),
         (r.train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0: epoch ends only)"),
         (r.train.k >= 1, "train.k", "must be >= 1"),
         (r.train.method != "sltt_k" or r.train.k <= r.T, "train.k", "must be <= T for sltt_k"),
