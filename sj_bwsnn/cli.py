@@ -219,17 +219,16 @@ def cmd_energy(args) -> int:
     src = build_source(load_recipe(find_recipe(args.recipe), args.set),
                        load_checkpoint(args.checkpoint)["model"], args.checkpoint)
     src.model.to(pick_device(src.recipe.train.device))
-    batches = list(sample_batches(src, args.batches))
-    rep = energy_report(src.model, batches, src.recipe.T, e_mac, e_ac)
-    samples = sum(b.shape[1 if src.info.frames else 0] for b in batches)
+    # streamed: the test set is never held in memory at once
+    rep = energy_report(src.model, sample_batches(src, args.batches), src.recipe.T, e_mac, e_ac)
     if args.plot:
         plot_firing_rates(rep, args.plot)
     if args.json:
-        _print_json({"checkpoint": args.checkpoint, "samples": samples,
+        _print_json({"checkpoint": args.checkpoint,
                      "firing_rate_definition": "spikes per neuron per time step, averaged over "
                      "T and the samples", "energy_unit": "pJ per sample", **rep})
     else:
-        print(format_energy(rep, samples))
+        print(format_energy(rep, rep["samples"]))
         if args.plot:
             print(f"wrote {args.plot}")
     return 0

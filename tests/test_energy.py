@@ -98,3 +98,21 @@ def test_cli_energy_bad_input(tmp_path, capsys):  # refused before anything is l
     assert rc == 2 and ".png" in capsys.readouterr().err
     rc = main(["energy", "digits_bwsnn", "--checkpoint", str(tmp_path / "c.pt"), "--batches", "0"])
     assert rc == 2 and "--batches" in capsys.readouterr().err
+
+
+def test_event_frames_count_samples_along_their_batch_dimension():
+    """Time-first frames [T, N, ...] hold N samples, not T: per-sample ops of the blocks equal
+    those of the same images fed as one static batch (the stem, run once for a static image,
+    differs by design), and every sample is counted once."""
+    from sj_bwsnn.analysis.profile import profile_forward
+    from sj_bwsnn.models.bw_resnet import bw_resnet_tiny
+
+    torch.manual_seed(0)
+    model = bw_resnet_tiny(num_classes=10, T=4)
+    x = torch.randn(2, 1, 8, 8)
+    static, n_static = profile_forward(model, [x, x[:1]])
+    frames, n_frames = profile_forward(model, [x.expand(4, *x.shape).contiguous(),
+                                               x[:1].expand(4, 1, 1, 8, 8).contiguous()])
+    assert n_static == n_frames == 3
+    blocks = {r.name: r.ops for r in static if r.ops and not r.name.startswith("stem")}
+    assert blocks and blocks == {r.name: r.ops for r in frames if r.name in blocks}

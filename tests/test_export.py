@@ -44,7 +44,7 @@ def exported(tmp_path_factory):
 def test_reloaded_model_is_bit_identical(exported):
     model, _, tmp = exported
     x = torch.randn(16, 1, 8, 8)
-    assert any(r.firing_rate for r in profile_forward(model, [x])), "test needs spikes"
+    assert any(r.firing_rate for r in profile_forward(model, [x])[0]), "test needs spikes"
     with torch.no_grad():
         a = model(x)
         functional.reset_net(model)

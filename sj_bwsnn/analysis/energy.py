@@ -35,12 +35,15 @@ E_AC_PJ = 0.9
 
 def energy_report(model: nn.Module, batches, T: int, e_mac: float = E_MAC_PJ,
                   e_ac: float = E_AC_PJ) -> dict:
-    """Measure firing rates on ``batches`` (input tensors) and compute SOPs, MACs and energy.
+    """Measure firing rates on ``batches`` (model inputs, streamed once) and compute SOPs, MACs and
+    energy.
 
     Every count is per sample (one image, all ``T`` steps); energies are in pJ (see module doc).
+    ``samples`` in the result is how many samples the averages cover.
     """
     layers, neurons = [], []
-    for r in profile_forward(model, batches):
+    records, samples = profile_forward(model, batches)
+    for r in records:
         if r.firing_rate is not None:
             neurons.append({"name": r.name, "kind": r.kind, "firing_rate": r.firing_rate})
         elif r.input_kind:
@@ -57,7 +60,7 @@ def energy_report(model: nn.Module, batches, T: int, e_mac: float = E_MAC_PJ,
     energy = e_mac * macs + e_ac * sops
     e_real = e_mac * sum(x["flops_per_step"] * T for x in layers)
     return {
-        "T": T, "e_mac_pj": e_mac, "e_ac_pj": e_ac,
+        "T": T, "samples": samples, "e_mac_pj": e_mac, "e_ac_pj": e_ac,
         "neurons": neurons, "layers": layers,
         "mean_firing_rate": (sum(n["firing_rate"] for n in neurons) / len(neurons)) if neurons else None,
         "sops": sops, "macs": macs, "energy_pj": energy, "energy_real_pj": e_real,

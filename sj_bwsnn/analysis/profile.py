@@ -88,11 +88,14 @@ def reported_modules(model: nn.Module):
 
 
 @torch.no_grad()
-def profile_forward(model: nn.Module, batches) -> list[LayerRecord]:
-    """Run ``model`` (in eval mode) on each tensor of ``batches``; one record per reported module.
+def profile_forward(model: nn.Module, batches) -> tuple[list[LayerRecord], int]:
+    """Run ``model`` (in eval mode) on each tensor of ``batches`` (an iterable, consumed once);
+    returns one record per reported module and the number of samples seen.
 
-    Rates are averaged over every element of every batch (T, N and neurons); ``ops`` are per
-    sample, averaged over the samples. The network's state is reset around each batch.
+    Batches are model inputs: static images ``[N, C, H, W]`` or time-first event frames
+    ``[T, N, C, H, W]`` (5-D), whose samples are counted along dimension 1. Rates are averaged over
+    every element of every batch (T, N and neurons); ``ops`` are per sample, averaged over the
+    samples. The network's state is reset around each batch.
     """
     records: dict[str, LayerRecord] = {}
     # avg-pool outputs computed from spikes, by data_ptr; held until the batch ends so that no
@@ -139,7 +142,7 @@ def profile_forward(model: nn.Module, batches) -> list[LayerRecord]:
             model(x)
             functional.reset_net(model)
             pooled_spikes.clear()
-            samples += x.shape[0]
+            samples += x.shape[1] if x.dim() == 5 else x.shape[0]
     finally:
         for h in hooks:
             h.remove()
@@ -147,4 +150,4 @@ def profile_forward(model: nn.Module, batches) -> list[LayerRecord]:
     for r in records.values():
         r.ops /= max(samples, 1)
     order = {name: i for i, (name, _) in enumerate(reported_modules(model))}
-    return sorted(records.values(), key=lambda r: order[r.name])
+    return sorted(records.values(), key=lambda r: order[r.name]), samples

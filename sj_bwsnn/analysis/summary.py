@@ -59,7 +59,7 @@ def summarize(model: nn.Module, x: torch.Tensor, T: int) -> dict:
     """The summary of ``model`` on sample input ``x`` (one sample suffices). See module doc."""
     modules = dict(reported_modules(model))
     rows = []
-    for r in profile_forward(model, [x]):
+    for r in profile_forward(model, [x])[0]:
         row = {"name": r.name, "kind": r.kind, "out_shape": list(r.out_shape),
                **layer_memory(modules[r.name]), "input": r.input_kind or None,
                "macs_per_step": 0, "acs_per_step": 0}
