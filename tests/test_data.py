@@ -116,6 +116,11 @@ def test_cifar10dvs_offline_trap(tmp_path):
     with pytest.raises(UserError, match=r"cifar10dvs not found: expected .*events_np/<class>/\*\.npz"):
         build_loaders(DataConfig(name="cifar10dvs", root=str(tmp_path)), seed=0, T=2)
     assert not (tmp_path / "events_np.building").exists()  # SpikingJelly never ran
+    # integrated frames without events_np/: SpikingJelly would still start a download
+    (tmp_path / "frames_number_2_split_by_number" / "airplane").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"cifar10dvs not found"):
+        build_loaders(DataConfig(name="cifar10dvs", root=str(tmp_path)), seed=0, T=2)
+    assert not (tmp_path / "events_np.building").exists() and not (tmp_path / "download").exists()
     (tmp_path / "events_np.building").touch()
     with pytest.raises(UserError, match=r"stopped half-way .*events_np\.building.*delete"):
         build_loaders(DataConfig(name="cifar10dvs", root=str(tmp_path), download=True), seed=0, T=2)

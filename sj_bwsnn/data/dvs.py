@@ -55,11 +55,13 @@ def _check_layout(root: Path, T: int, download: bool) -> None:
         if marker.exists():
             raise UserError(f"cifar10dvs: an earlier preparation stopped half-way ({marker} exists); "
                             f"delete {marker} and {d}, then retry")
+    # SpikingJelly prepares (downloads) the raw set whenever events_np/ is missing, even next to
+    # already integrated frames, so events_np/ is what must be there
     have_events = (root / "events_np").is_dir() and any((root / "events_np").iterdir())
-    if not (have_events or frames_dir.is_dir() or download):
+    if not (have_events or download):
         raise UserError(f"cifar10dvs not found: expected {root}/events_np/<class>/*.npz (keys t, x, "
-                        f"y, p; SpikingJelly's layout) or {frames_dir}/<class>/*.npz; set "
-                        f"data.download=true to fetch and convert it")
+                        f"y, p; SpikingJelly's layout); set data.download=true to fetch and "
+                        f"convert it")
 
 
 def per_class_split(targets: list[int], train_ratio: float) -> tuple[list[int], list[int]]:
