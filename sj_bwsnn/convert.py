@@ -59,7 +59,7 @@ class BinarizeReport:
 
     replaced: list[BinarizedLayer] = field(default_factory=list)
     kept: list[tuple[str, str]] = field(default_factory=list)
-    binary_weights: int = 0  # elements of the replaced weights
+    binary_weights: int = 0  # elements of the 1-bit weights afterwards: replaced or already binary
     total_weights: int = 0  # elements of every conv/linear weight in the model
 
     def __len__(self) -> int:
@@ -96,7 +96,7 @@ def _classifier_name(model: nn.Module, linears: list[str]) -> str | None:
 
 
 def _twin(m: nn.Module, scaling: str, detach_alpha: bool) -> nn.Module:
-    """The binary twin of ``m`` with the same hyper-parameters, weights and step mode."""
+    """The binary twin of ``m`` with the same hyper-parameters, step mode and weight/bias Parameters."""
     step_mode = getattr(m, "step_mode", "s")  # plain torch layers only ever see [N, ...] input
     if isinstance(m, (nn.Conv2d, nn.Conv1d)):
         cls = BinaryConv2d if isinstance(m, nn.Conv2d) else BinaryConv1d
@@ -105,14 +105,9 @@ def _twin(m: nn.Module, scaling: str, detach_alpha: bool) -> nn.Module:
     else:
         new = BinaryLinear(m.in_features, m.out_features, m.bias is not None, step_mode,
                            scaling, detach_alpha)
-    new.to(device=m.weight.device, dtype=m.weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(m.weight)
-        if m.bias is not None:
-            new.bias.copy_(m.bias)
-    new.weight.requires_grad_(m.weight.requires_grad)
-    if m.bias is not None:
-        new.bias.requires_grad_(m.bias.requires_grad)
+    # the very Parameter objects move over (device, dtype, requires_grad and any optimizer built
+    # before the swap included); the twin has no other parameters or buffers
+    new.weight, new.bias = m.weight, m.bias
     new.train(m.training)
     return new
 
@@ -148,16 +143,16 @@ def binarize(model: nn.Module, include: list[str] | str | None = None,
             convs.append(name)
         elif isinstance(m, nn.Linear):
             linears.append(name)
-        if isinstance(m, BinaryLayer):
-            continue  # already binary (binarize twice is a no-op for them)
-        if not name and isinstance(m, _WEIGHT_LAYERS):
+        if isinstance(m, _WEIGHT_LAYERS) and isinstance(getattr(m, "weight", None), torch.Tensor):
+            report.total_weights += m.weight.numel()
+        if isinstance(m, BinaryLayer):  # already binary: binarize twice is a no-op for them
+            report.binary_weights += m.weight.numel()
+        elif not name and isinstance(m, _WEIGHT_LAYERS):
             report.kept.append(("<model>", "the model itself is one layer: wrap it to swap it"))
         elif type(m) in _REPLACEABLE:
             candidates.append((name, m))
         elif isinstance(m, _WEIGHT_LAYERS):
             report.kept.append((name, f"{type(m).__name__} has no binary twin"))
-        if isinstance(m, _WEIGHT_LAYERS) and isinstance(getattr(m, "weight", None), torch.Tensor):
-            report.total_weights += m.weight.numel()
 
     names = [n for n, _ in candidates]
     _check_patterns("include", include, names)

@@ -54,7 +54,10 @@ def test_plain_torch_layers_keep_weights_and_single_step_mode():
     assert net(x).shape == (2, 4)
     assert report.binary_weights == old[0].numel() + old[1].numel()
     assert "binarized 2 layers" in str(report) and "kept real: first conv" in str(report)
-    assert len(binarize(net)) == 0  # already binary: nothing more to do
+    again = binarize(net)
+    assert len(again) == 0  # already binary: nothing more to do
+    # ... and the second report still counts every weight and the 1-bit ones
+    assert (again.total_weights, again.binary_weights) == (report.total_weights, report.binary_weights)
 
 
 def test_patterns_and_keep_first_last():
@@ -143,3 +146,16 @@ def test_timm_model_and_our_own():
     r = binarize(fp, include="blocks.*.ffn.*.conv")
     assert r.names == ["blocks.0.ffn.0.conv", "blocks.0.ffn.1.conv"]
     assert all(rep.step_mode == "m" for rep in r)
+
+
+def test_binarize_keeps_the_parameter_objects_so_an_existing_optimizer_still_trains_them():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.LazyLinear(2))
+    net(torch.randn(1, 3, 8, 8))
+    weight = net[2].weight
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    binarize(net)
+    assert isinstance(net[2], BinaryConv2d) and net[2].weight is weight
+    before = weight.detach().clone()
+    net(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    assert not torch.equal(weight, before)
