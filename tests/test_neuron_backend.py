@@ -299,3 +299,31 @@ def test_selfcheck_passes_on_the_host_build_and_catches_broken_kernels(host_kern
             fused.set_launcher(real)
         assert all(not c.ok for c in checks if c.dtype in failing), checks
         assert "DISAGREE" in selfcheck.summary(checks)
+
+
+@needs_gxx
+def test_detached_state_gets_no_state_gradient(host_kernels, monkeypatch):
+    """After detach_net (every step of sltt / ottt) the state needs no gradient: the backward kernel
+    is not asked for dL/dV[-1]; with a state in the graph it is, and the gradient reaches it."""
+    asked = []
+    real = fused.get_launcher()
+
+    class Spy:
+        forward = real.forward
+
+        def backward(self, cfg, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0, *rest):
+            asked.append(grad_v0 is not None)
+            real.backward(cfg, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0, *rest)
+
+    monkeypatch.setattr(fused, "_launcher", Spy())
+    node = make_node("lif", v_reset=None)
+    x = torch.randn(2, 3, 5, requires_grad=True)
+    run(node, x, True)
+    node.v = node.v.detach()
+    run(node, x, True).sum().backward()
+    assert asked == [False]
+    node.v = node.v.detach()
+    x2 = torch.randn(2, 3, 5, requires_grad=True)
+    first = run(node, x2, True)  # the state now carries x2's graph
+    (first.sum() + run(node, x, True).sum()).backward()
+    assert asked == [False, True, False] and x2.grad is not None

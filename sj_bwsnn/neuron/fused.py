@@ -127,8 +127,9 @@ def _backward_fake(grad_spike, grad_v_seq, grad_v_last, m, want_grad_v0, cfg, ta
 def _setup_context(ctx, inputs, output):
     _, v0, _, cfg, tau, v_threshold, v_reset, alpha, _ = inputs
     ctx.save_for_backward(output[1])
-    # dL/dV[-1] exists only for a tensor state and a kept temporal path (cfg[6] = temporal_grad)
-    ctx.want_grad_v0 = v0 is not None and bool(cfg[6])
+    # dL/dV[-1] is wanted only for a state tensor in the graph and a kept temporal path (cfg[6]):
+    # after detach_net (the step-wise methods) the state is a plain tensor and nothing is computed
+    ctx.want_grad_v0 = v0 is not None and v0.requires_grad and bool(cfg[6])
     ctx.args = (cfg, tau, v_threshold, v_reset, alpha)
 
 
