@@ -25,6 +25,8 @@ from typing import Any, Optional
 import yaml
 
 from ..errors import UserError, closest
+from ..layers.binarize import SCALINGS
+from ..neuron.nodes import BACKENDS
 
 
 @dataclass
@@ -216,13 +218,11 @@ def _check_ranges(r: Recipe) -> None:
          "must be >= 1"),
         (r.data.num_workers >= 0, "data.num_workers", "must be >= 0"),
         (0.0 < r.data.test_fraction < 1.0, "data.test_fraction", "must lie in (0, 1)"),
-        (r.model.scaling in ("channel", "tensor", "none"), "model.scaling",
-         "must be channel, tensor or none"),
+        (r.model.scaling in SCALINGS, "model.scaling", f"must be {', '.join(SCALINGS)}"),
         (r.neuron.tau > 1.0, "neuron.tau", "must be > 1 (SpikingJelly's LIF needs tau > 1)"),
         (r.neuron.v_threshold > 0, "neuron.v_threshold", "must be > 0"),
         (r.neuron.alpha > 0, "neuron.alpha", "must be > 0"),
-        (r.neuron.backend in ("auto", "cupy", "torch"), "neuron.backend",
-         "must be auto, cupy or torch"),
+        (r.neuron.backend in BACKENDS, "neuron.backend", f"must be {', '.join(BACKENDS)}"),
         (r.optim.lr > 0, "optim.lr", "must be > 0"),
         (r.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
         (r.optim.binary_weight_decay >= 0, "optim.binary_weight_decay", "must be >= 0"),

@@ -59,11 +59,7 @@ class _BinarizeWeight(torch.autograd.Function):
         dims = _reduce_dims(w, ctx.scaling)
         if dims is not None and not ctx.detach_alpha:
             s = binary_sign(w)
-            n = 1
-            for d in dims:
-                n *= w.shape[d]
-            grad_alpha = (grad * s).sum(dim=dims, keepdim=True)
-            grad_w = grad_w + s * grad_alpha / n
+            grad_w = grad_w + s * (grad * s).mean(dim=dims, keepdim=True)  # d alpha / d w = s / n
         return grad_w, None, None
 
 
@@ -91,8 +87,8 @@ class WeightBinarizer(torch.nn.Module):
         self.scaling = scaling
         self.detach_alpha = detach_alpha
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return binarize_weight(w, self.scaling, self.detach_alpha)
+    def forward(self, w: torch.Tensor) -> torch.Tensor:  # scaling was checked in __init__
+        return _BinarizeWeight.apply(w, self.scaling, self.detach_alpha)
 
     def extra_repr(self) -> str:
         return f"scaling={self.scaling}, detach_alpha={self.detach_alpha}"
