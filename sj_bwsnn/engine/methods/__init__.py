@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from ...errors import UserError, closest
 from ..precision import Precision
-from .stepwise import OTTT, SLTT, SLTTK, SLTTFused
+from .stepwise import OTTT, SLTT, SLTTK, PerModel, SLTTFused
 from .traces import presynaptic_traces, traced_layers
 
 
@@ -62,7 +62,7 @@ class BPTT:
         return loss.detach(), logits.detach()
 
 
-class DSR(BPTT):
+class DSR(BPTT, PerModel):
     """Differentiation on spike representation (Meng et al., CVPR 2022).
 
     The model must be built with DSR neurons (``neuron.type: dsr_if | dsr_lif``): their backward
@@ -74,12 +74,16 @@ class DSR(BPTT):
     name = "dsr"
 
     def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
-        from spikingjelly.activation_based.neuron import DSRIFNode, DSRLIFNode
-
-        if not any(isinstance(m, (DSRIFNode, DSRLIFNode)) for m in model.modules()):
-            raise UserError("train.method dsr needs a model built with DSR neurons; "
-                            "set neuron.type: dsr_if or dsr_lif")
+        self.per_model(model, _require_dsr_neurons)
         return super().train_step(model, x, y, objective, optimizer, precision)
+
+
+def _require_dsr_neurons(model) -> None:
+    from spikingjelly.activation_based.neuron import DSRIFNode, DSRLIFNode
+
+    if not any(isinstance(m, (DSRIFNode, DSRLIFNode)) for m in model.modules()):
+        raise UserError("train.method dsr needs a model built with DSR neurons; "
+                        "set neuron.type: dsr_if or dsr_lif")
 
 
 METHODS = {"bptt": BPTT, "sltt": SLTT, "sltt_fused": SLTTFused, "sltt_k": SLTTK, "ottt": OTTT,

@@ -46,7 +46,19 @@ def step_inputs(model, x: torch.Tensor) -> list[torch.Tensor]:
     return [x.unsqueeze(0)] * int(model.T)
 
 
-class _StepWise:
+class PerModel:
+    """For a method that derives something from the model's modules (a check, the layers to trace,
+    the nodes to switch): ``self.per_model(model, build)`` runs ``build(model)`` on the first batch
+    of a model and returns the cached result afterwards, instead of walking the modules per batch.
+    (A model whose modules are swapped during training needs a new method object.)"""
+
+    def per_model(self, model, build):
+        if getattr(self, "_cached_for", None) is not model:
+            self._cached, self._cached_for = build(model), model
+        return self._cached
+
+
+class _StepWise(PerModel):
     """Shared loop: per step forward, ``loss_t / T``, backward where ``grad_steps`` says."""
 
     online_update = False
@@ -124,7 +136,7 @@ class OTTT(_StepWise):
         self.online_update = bool(online_update)
 
     def context(self, model):
-        return presynaptic_traces(traced_layers(model), self.trace_decay)
+        return presynaptic_traces(self.per_model(model, traced_layers), self.trace_decay)
 
 
 class SLTTFused(_StepWise):
@@ -135,12 +147,7 @@ class SLTTFused(_StepWise):
 
     def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
         precision = precision or Precision()
-        nodes = [m for m in model.modules() if hasattr(m, "temporal_grad")]
-        if not nodes:
-            raise UserError("train.method sltt_fused needs sj_bwsnn.neuron nodes (temporal_grad "
-                            "flag); use train.method: sltt for other neurons")
-        for m in nodes:  # the forward is unchanged, so evaluation is unaffected
-            m.temporal_grad = False
+        self.per_model(model, _drop_temporal_grad)
         optimizer.zero_grad(set_to_none=True)
         with precision.autocast():
             logits_seq = model.forward_seq(x)
@@ -149,3 +156,14 @@ class SLTTFused(_StepWise):
         precision.backward(loss)
         precision.step(optimizer)
         return loss.detach(), logits_seq.detach().mean(0)
+
+
+def _drop_temporal_grad(model) -> None:
+    """``temporal_grad = False`` on every sj_bwsnn neuron of ``model`` (the forward is unchanged,
+    so evaluation is unaffected); one clear error if it has none."""
+    nodes = [m for m in model.modules() if hasattr(m, "temporal_grad")]
+    if not nodes:
+        raise UserError("train.method sltt_fused needs sj_bwsnn.neuron nodes (temporal_grad "
+                        "flag); use train.method: sltt for other neurons")
+    for m in nodes:
+        m.temporal_grad = False
