@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -63,3 +65,39 @@ def write_record(path: str | Path, script: str, **fields) -> Path:
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def refuse_without_gpu(script: str, cupy: bool = True) -> None:
+    """One line and exit 2 unless CUDA (and, with ``cupy``, CuPy) is there."""
+    if not torch.cuda.is_available():
+        print(f"{script}: needs a CUDA GPU (torch.cuda.is_available() is False)")
+        sys.exit(2)
+    if cupy:
+        try:
+            import cupy  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - any import failure means "no CuPy"
+            print(f"{script}: needs CuPy (pip install 'sj-bwsnn[cuda]'): {exc}")
+            sys.exit(2)
+
+
+def event_times_ms(fn, reps: int, warmup: int = 3, cuda: bool | None = None) -> list[float]:
+    """Milliseconds of each of ``reps`` calls of ``fn`` after ``warmup`` calls: CUDA events around
+    the Python call (host work counts; one synchronisation after all of them) when ``cuda``
+    (default: CUDA is available), else ``perf_counter``."""
+    for _ in range(warmup):
+        fn()
+    if not (torch.cuda.is_available() if cuda is None else cuda):
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return times
+    pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    torch.cuda.synchronize()
+    for start, end in pairs:
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in pairs]

@@ -24,33 +24,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import stamped, write_record  # noqa: E402
+from _common import event_times_ms, refuse_without_gpu, stamped, write_record  # noqa: E402
 
 M_SHAPE = (64, 128, 32, 32)
-
-
-def refuse_without_gpu(script: str) -> None:
-    if not torch.cuda.is_available():
-        print(f"{script}: needs a CUDA GPU (torch.cuda.is_available() is False)")
-        sys.exit(2)
-    try:
-        import cupy  # noqa: F401
-    except Exception as exc:  # noqa: BLE001 - any import failure means "no CuPy"
-        print(f"{script}: needs CuPy (pip install 'sj-bwsnn[cuda]'): {exc}")
-        sys.exit(2)
-
-
-def event_times_ms(fn, reps: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-    torch.cuda.synchronize()
-    for start, end in pairs:
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in pairs]
 
 
 def host_issue_us(fn, calls: int = 20) -> float:

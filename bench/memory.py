@@ -29,6 +29,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -39,7 +40,7 @@ from _common import stamped, write_record  # noqa: E402
 from spikingjelly.activation_based import functional  # noqa: E402
 
 from sj_bwsnn.analysis.memory import SavedActivationMeter  # noqa: E402
-from sj_bwsnn.engine.methods import OTTT, build_method  # noqa: E402
+from sj_bwsnn.engine.methods import OTTT, build_method, trace_decay_for  # noqa: E402
 from sj_bwsnn.engine.objectives import CrossEntropyObjective  # noqa: E402
 from sj_bwsnn.models.bw_resnet import bw_resnet18, bw_resnet_tiny  # noqa: E402
 from sj_bwsnn.neuron import LIFNode  # noqa: E402
@@ -67,7 +68,9 @@ def parse_args(argv):
 
 
 def make_method(name: str):
-    return OTTT(trace_decay=1.0 - 1.0 / TAU) if name == "ottt" else build_method(name)
+    if name == "ottt":  # the trainer's rule for the benchmark model's LIF neurons
+        return OTTT(trace_decay=trace_decay_for(SimpleNamespace(type="lif", tau=TAU)))
+    return build_method(name)
 
 
 def measure(name: str, T: int, args, device: torch.device) -> dict:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import stamped, write_record  # noqa: E402
+from _common import event_times_ms, stamped, write_record  # noqa: E402
 
 from spikingjelly.activation_based import functional  # noqa: E402
 from spikingjelly.activation_based.model.spikformer import spikformer_ti  # noqa: E402
@@ -113,19 +113,7 @@ def measure(name: str, mode: str, args, device: torch.device) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     warm_s = time.perf_counter() - t0
-    times = []
-    for _ in range(args.iters):
-        if cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            step()
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            s = time.perf_counter()
-            step()
-            times.append((time.perf_counter() - s) * 1e3)
+    times = event_times_ms(step, args.iters, warmup=0, cuda=cuda)  # warm-up timed above
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     params = sum(p.numel() for p in model.parameters())
     return dict(model=name, mode=mode, ms_median=statistics.median(times), ms_p10=q[0],

@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import stamped, write_record  # noqa: E402
-from lif import event_times_ms, refuse_without_gpu  # noqa: E402
+from _common import event_times_ms, refuse_without_gpu, stamped, write_record  # noqa: E402
 
 
 class _RepeatT(torch.nn.Module):
