@@ -34,7 +34,7 @@ def host_kernels(tmp_path_factory):
 def run(node, x, fused_path):
     """Spikes of one multi-step call, through the fused kernel or the node's own (torch) path."""
     if fused_path:
-        return fused._run(node, x, lif=isinstance(node, LIFNode))
+        return fused.multi_step(node, x)
     return node(x)
 
 
@@ -178,7 +178,7 @@ def test_kernel_refuses_unsupported_configurations():
     assert "float64" in fused.unsupported_reason(node, torch.randn(2, 3, dtype=torch.float64))
     node.surrogate_function = surrogate.Rect(alpha=1.0) if hasattr(surrogate, "Rect") else lambda x: x
     with pytest.raises(UserError, match="does not support surrogate"):
-        fused.lif_multi_step_cupy(node, torch.randn(2, 3))
+        fused.multi_step(node, torch.randn(2, 3))
 
 
 @pytest.mark.parametrize("store", [False, True])

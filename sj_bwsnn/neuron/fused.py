@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from spikingjelly.activation_based import neuron as sj_neuron
 from torch import Tensor
 
 from ..errors import UserError
@@ -213,13 +214,16 @@ def _initial_state(node, x: Tensor) -> tuple[Optional[Tensor], float]:
     return _same_layout(v.to(x.device), x[0], torch.float32), 0.0
 
 
-def _run(node, x_seq: Tensor, lif: bool, spec: Optional[tuple[int, float]] = None) -> Tensor:
-    """Fused multi-step forward of ``node``; ``spec`` is ``surrogate_spec(node.surrogate_function)``
-    from :func:`kernel_spec` when the caller has already checked it (the ``'auto'`` dispatch)."""
+def multi_step(node, x_seq: Tensor, spec: Optional[tuple[int, float]] = None) -> Tensor:
+    """Fused multi-step forward of a LIF or IF ``node`` (SpikingJelly's classes or subclasses) on
+    ``x_seq [T, N, ...]``; updates ``node.v`` (and ``node.v_seq`` when stored). ``spec`` is
+    :func:`kernel_spec`'s surrogate spec when the caller has already checked it (the ``'auto'``
+    dispatch); else the check runs here and an unsupported configuration is one clear error."""
     if spec is None:
         spec, reason = kernel_spec(node, x_seq)
         if reason is not None:
             raise UserError(f"neuron backend 'cupy' does not support {reason}; use backend: auto or torch")
+    lif = isinstance(node, sj_neuron.LIFNode)
     sid, alpha = spec
     x = x_seq if _time_major_dense(x_seq) else x_seq.contiguous()
     soft = node.v_reset is None
@@ -240,13 +244,3 @@ def _run(node, x_seq: Tensor, lif: bool, spec: Optional[tuple[int, float]] = Non
     if store_v_seq:  # otherwise v_seq stays None (reset_net and the store_v_seq setter clear it)
         node.v_seq = v_seq
     return spike
-
-
-def lif_multi_step_cupy(node, x_seq: Tensor, spec: Optional[tuple[int, float]] = None) -> Tensor:
-    """Multi-step forward of an :class:`~sj_bwsnn.neuron.LIFNode` with the fused kernel; updates ``node.v``."""
-    return _run(node, x_seq, True, spec)
-
-
-def if_multi_step_cupy(node, x_seq: Tensor, spec: Optional[tuple[int, float]] = None) -> Tensor:
-    """Multi-step forward of an :class:`~sj_bwsnn.neuron.IFNode` with the fused kernel; updates ``node.v``."""
-    return _run(node, x_seq, False, spec)

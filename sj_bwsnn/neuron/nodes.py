@@ -27,8 +27,6 @@ State ``v`` carries across calls until ``functional.reset_net``.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 
@@ -81,7 +79,6 @@ class _BackendMixin:
 
     backend: str
     temporal_grad: bool
-    _fused: Callable  # the CuPy multi-step function of this neuron family
 
     def __init__(self, *args, backend: str = "auto", temporal_grad: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -106,7 +103,7 @@ class _BackendMixin:
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         backend, spec = self._dispatch(x_seq)
         if backend == "cupy":
-            return self._fused(self, x_seq, spec)
+            return fused.multi_step(self, x_seq, spec)
         return self._torch_multi_step(x_seq, *args, **kwargs)
 
     def _torch_multi_step_no_temporal(self, x_seq: torch.Tensor) -> torch.Tensor:
@@ -140,10 +137,6 @@ class _BackendMixin:
 class LIFNode(_BackendMixin, sj_neuron.LIFNode):
     """SpikingJelly 2.0 ``LIFNode`` plus ``backend='auto'|'cupy'|'torch'`` and ``temporal_grad``."""
 
-    _fused = staticmethod(lambda node, x_seq, spec=None: fused.lif_multi_step_cupy(node, x_seq, spec))
-
 
 class IFNode(_BackendMixin, sj_neuron.IFNode):
     """SpikingJelly 2.0 ``IFNode`` plus ``backend='auto'|'cupy'|'torch'`` and ``temporal_grad``."""
-
-    _fused = staticmethod(lambda node, x_seq, spec=None: fused.if_multi_step_cupy(node, x_seq, spec))

@@ -1,7 +1,7 @@
 """Check the fused kernels against SpikingJelly's Torch reference on this machine (``sj-bwsnn doctor``).
 
-:func:`check_fused` runs a few neuron configurations through the fused path (:func:`fused._run
-<sj_bwsnn.neuron.fused._run>`, with whatever launcher is installed: CuPy on a GPU, the g++ host
+:func:`check_fused` runs a few neuron configurations through the fused path (:func:`fused.multi_step
+<sj_bwsnn.neuron.fused.multi_step>`, with whatever launcher is installed: CuPy on a GPU, the g++ host
 build in the CPU tests) and through SpikingJelly's own multi-step path on the CPU, and compares:
 
 * spikes — identical, except for neurons whose float64 potential ``H[t]`` comes within
@@ -94,7 +94,7 @@ def check_fused(device: torch.device | str, T: int = 4, shape: tuple[int, ...] =
             ours, ref = _node(kind, kwargs, "cupy"), _node(kind, kwargs, "torch")
             x_ours = x.to(device, copy=True).requires_grad_()
             x_ref = x.double().requires_grad_()  # x itself stays a plain tensor
-            s_ours = fused._run(ours, x_ours, kind == "lif")
+            s_ours = fused.multi_step(ours, x_ours)
             s_ref = ref(x_ref)
             (s_ours.double() * weight.to(device)).sum().backward()
             (s_ref * weight).sum().backward()
