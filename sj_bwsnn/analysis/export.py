@@ -114,7 +114,7 @@ def load_exported(path: str | Path) -> nn.Module:
     Binary layers get their exact ``alpha * sign`` weight and a :class:`Prebinarized` binarizer;
     every other tensor is loaded as stored.
     """
-    from ..engine.trainer import build_model  # the trainer's imports only when a model is built
+    from ..engine.build import build_model
 
     path = Path(path)
     if not path.is_file():

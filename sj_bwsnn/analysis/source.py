@@ -10,7 +10,8 @@ import torch
 from ..data import DataInfo, build_loaders, to_model_input
 from ..engine.checkpoint import load_checkpoint, load_model_state
 from ..engine.recipe import Recipe, recipe_from_dict
-from ..engine.trainer import build_model, seed_everything
+from ..engine.build import build_model
+from ..engine.trainer import seed_everything
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 

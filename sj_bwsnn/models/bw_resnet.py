@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from spikingjelly.activation_based import layer
+from spikingjelly.activation_based import functional, layer
 from timm.models import register_model
 from torch import nn
 
@@ -84,8 +84,7 @@ class BWResNet(SpikingClassifier):
             y = self.stem(x)
             return y.unsqueeze(0).repeat(self.T, *([1] * y.dim()))
         if x.dim() == 5:  # [T', N, C, H, W] frames
-            y = self.stem(x.flatten(0, 1))
-            return y.view(x.shape[0], x.shape[1], *y.shape[1:])
+            return functional.seq_to_ann_forward(x, self.stem)
         raise ValueError(f"expected [N, C, H, W] or [T, N, C, H, W] input, got {tuple(x.shape)}")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

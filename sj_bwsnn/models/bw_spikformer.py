@@ -183,11 +183,10 @@ class BWSpikformer(SpikingClassifier):
             y = nn.Sequential.forward(first.conv_bn.block, x)
             y = first.neuron(y.unsqueeze(0).repeat(self.T, *([1] * y.dim())))
             y = pe.stages[1:](y)
-        elif x.dim() == 5:
-            y = pe.stages(x)
-        else:
-            raise ValueError(f"expected [N, C, H, W] or [T, N, C, H, W] input, got {tuple(x.shape)}")
-        return y + pe.positional_encoding(y)  # SPS: relative position embedding as a residual
+            return y + pe.positional_encoding(y)  # SPS: relative position embedding as a residual
+        if x.dim() == 5:
+            return pe(x)  # SpikformerPatchStem's own forward on frames
+        raise ValueError(f"expected [N, C, H, W] or [T, N, C, H, W] input, got {tuple(x.shape)}")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, N, embed_dim]``: the residual stream averaged over tokens."""

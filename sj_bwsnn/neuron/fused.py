@@ -29,7 +29,7 @@ from spikingjelly.activation_based import neuron as sj_neuron
 from torch import Tensor
 
 from ..errors import UserError
-from .kernels import DTYPE_CODES, KernelConfig, surrogate_spec
+from .kernels import DTYPE_CODES, SURROGATE_IDS, KernelConfig, surrogate_spec
 
 _launcher = None
 
@@ -190,8 +190,7 @@ def kernel_spec(node, x: Tensor) -> tuple[Optional[tuple[int, float]], Optional[
     spec = surrogate_spec(node.surrogate_function)
     if spec is None:
         return None, (f"surrogate {type(node.surrogate_function).__name__} (the kernel implements "
-                      "SpikingJelly's Sigmoid, ATan, PiecewiseQuadratic, PiecewiseExp, SoftSign, "
-                      "SuperSpike, Erf with a float alpha)")
+                      f"SpikingJelly's {', '.join(SURROGATE_IDS)} with a float alpha)")
     if getattr(node, "_neuron_precision", None) is not None:
         return None, "a SpikingJelly precision-API configuration (use plain autocast instead)"
     return spec, None
