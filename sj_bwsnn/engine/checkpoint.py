@@ -50,13 +50,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(Path(path), lambda f: torch.save({"format": FORMAT, **state}, f))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; every failure is one :class:`UserError` line."""
-    path = Path(path)
+def _torch_load(path: Path, map_location: str | torch.device = "cpu"):
+    """``torch.load(weights_only=True)`` of an existing file; every failure is one :class:`UserError`."""
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
         raise UserError(f"checkpoint {path} holds objects other than tensors and plain values "
@@ -64,6 +63,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except (EOFError, RuntimeError, OSError, ValueError) as e:
         raise UserError(f"checkpoint {path} is truncated or not a PyTorch checkpoint "
                         f"({e.__class__.__name__})") from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; every failure is one :class:`UserError` line."""
+    path = Path(path)
+    ckpt = _torch_load(path, map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise UserError(f"checkpoint {path} is not an sj_bwsnn checkpoint (no 'model' entry)")
     return ckpt
@@ -97,16 +102,7 @@ def load_weights_file(path: str | Path) -> tuple[dict, dict | None]:
     dropped. Read with ``weights_only=True``; failures are one :class:`UserError` line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"checkpoint {path} holds objects other than tensors and plain values "
-                        f"and is refused (weights_only=True)") from None
-    except (EOFError, RuntimeError, OSError, ValueError) as e:
-        raise UserError(f"checkpoint {path} is truncated or not a PyTorch checkpoint "
-                        f"({e.__class__.__name__})") from None
+    obj = _torch_load(path)
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {path} is not a state_dict or checkpoint mapping")
     recipe = obj.get("recipe") if isinstance(obj.get("recipe"), dict) else None
