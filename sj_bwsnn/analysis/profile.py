@@ -42,7 +42,6 @@ class LayerRecord:
     input_kind: str = ""  # 'spike' | 'real' for conv / linear, '' otherwise
     input_rate: float = 0.0  # mean of the input when it is spikes (spikes per neuron per step)
     firing_rate: float | None = None  # spiking neurons: mean output (spikes per neuron per step)
-    calls: int = 0
     _sum: float = field(default=0.0, repr=False)
     _count: int = field(default=0, repr=False)
 
@@ -109,7 +108,6 @@ def profile_forward(model: nn.Module, batches) -> tuple[list[LayerRecord], int]:
             r = records.get(name)
             if r is None:
                 r = records[name] = LayerRecord(name, type(mod).__name__, ())
-            r.calls += 1
             if isinstance(mod, BaseNode):
                 r._sum += float(out.sum(dtype=torch.float64))
                 r._count += out.numel()

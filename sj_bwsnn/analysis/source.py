@@ -24,7 +24,6 @@ class Source:
     model: torch.nn.Module
     info: DataInfo
     test_loader: torch.utils.data.DataLoader
-    origin: str  # 'recipe' (random weights) or 'checkpoint'
 
 
 def is_checkpoint_path(path: str | Path) -> bool:
@@ -40,7 +39,7 @@ def build_source(recipe: Recipe, state: dict | None = None, path: str | Path = "
     if state is not None:
         load_model_state(model, state, path)
     model.eval()
-    return Source(recipe, model, info, test_loader, "checkpoint" if state is not None else "recipe")
+    return Source(recipe, model, info, test_loader)
 
 
 def source_from_checkpoint(path: str | Path) -> Source:
