@@ -50,16 +50,23 @@ class SpikingConvUnit(nn.Module):
     :param binary: 1-bit conv (True) or its real-valued twin (False).
     :param neuron: neuron class (e.g. :class:`sj_bwsnn.neuron.LIFNode`), built in step mode 'm'.
     :param neuron_kwargs: keyword arguments for ``neuron``.
+    :param kernel_size: of the conv (padding ``kernel_size // 2``); 3 in the ResNet blocks.
+    :param shortcut: the shortcut module; default :class:`Downsample` when the shape changes,
+        else identity.
     """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, binary: bool, neuron: type,
-                 neuron_kwargs: dict[str, Any], scaling: str = "channel", detach_alpha: bool = True):
+                 neuron_kwargs: dict[str, Any], scaling: str = "channel", detach_alpha: bool = True,
+                 kernel_size: int = 3, shortcut: nn.Module | None = None):
         super().__init__()
         self.sn = neuron(step_mode="m", **neuron_kwargs)
-        self.conv = make_conv(binary, in_ch, out_ch, 3, stride, 1, scaling, detach_alpha)
+        self.conv = make_conv(binary, in_ch, out_ch, kernel_size, stride, kernel_size // 2, scaling,
+                              detach_alpha)
         self.bn = layer.BatchNorm2d(out_ch, step_mode="m")
-        self.shortcut = (Downsample(in_ch, out_ch, stride) if stride != 1 or in_ch != out_ch
-                         else nn.Identity())
+        if shortcut is None:
+            shortcut = (Downsample(in_ch, out_ch, stride) if stride != 1 or in_ch != out_ch
+                        else nn.Identity())
+        self.shortcut = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shortcut(x) + self.bn(self.conv(self.sn(x)))

@@ -37,13 +37,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from spikingjelly.activation_based import layer
 from spikingjelly.activation_based.layer.attention import SpikingSelfAttention
 from spikingjelly.activation_based.model.spikformer import SpikformerPatchStem
 from timm.models import register_model
 from torch import nn
 
-from ..layers import Downsample, make_conv
+from ..layers import Downsample, SpikingConvUnit
 from ..neuron import LIFNode
 from .base import SpikingClassifier, entrypoint_kwargs
 
@@ -87,24 +86,19 @@ def _ffn_shortcut(kind: str, in_ch: int, out_ch: int) -> nn.Module:
     return ChannelRepeat(big // small) if out_ch > in_ch else ChannelGroupMean(big // small)
 
 
-class FFNUnit(nn.Module):
+class FFNUnit(SpikingConvUnit):
     """``x -> SN -> 1x1 Conv -> BN -> + shortcut(x)``: one (binary) FFN layer in its own shortcut.
 
-    The 1x1-kernel sibling of :class:`~sj_bwsnn.layers.SpikingConvUnit`; works on
-    ``[T, N, C, H, W]`` in SpikingJelly's multi-step mode.
+    :class:`~sj_bwsnn.layers.SpikingConvUnit` with a 1x1 kernel and the FFN shortcut (``'proj'``
+    or ``'free'``, see :func:`_ffn_shortcut`); works on ``[T, N, C, H, W]`` in SpikingJelly's
+    multi-step mode.
     """
 
     def __init__(self, in_ch: int, out_ch: int, binary: bool, neuron: type,
                  neuron_kwargs: dict[str, Any], scaling: str = "channel",
                  detach_alpha: bool = True, shortcut: str = "proj"):
-        super().__init__()
-        self.sn = neuron(step_mode="m", **neuron_kwargs)
-        self.conv = make_conv(binary, in_ch, out_ch, 1, 1, 0, scaling, detach_alpha)
-        self.bn = layer.BatchNorm2d(out_ch, step_mode="m")
-        self.shortcut = _ffn_shortcut(shortcut, in_ch, out_ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shortcut(x) + self.bn(self.conv(self.sn(x)))
+        super().__init__(in_ch, out_ch, 1, binary, neuron, neuron_kwargs, scaling, detach_alpha,
+                         kernel_size=1, shortcut=_ffn_shortcut(shortcut, in_ch, out_ch))
 
 
 class BWSpikformerBlock(nn.Module):
