@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -404,8 +405,9 @@ class Trainer:
     def _save(self, improved: bool, rng_ranks: list[dict] | None = None) -> None:
         state = self.state(rng_ranks)
         save_checkpoint(self.out / "last.pt", state)
-        if improved:
-            save_checkpoint(self.out / "best.pt", state)
+        if improved:  # the same bytes: copy the file instead of serialising the state again
+            with open(self.out / "last.pt", "rb") as src:
+                atomic_write_bytes(self.out / "best.pt", lambda f: shutil.copyfileobj(src, f))
         _write_json(self.out / "metrics.json", self.metrics)
 
     @staticmethod
