@@ -1,7 +1,7 @@
-"""Every row of README's "When something is wrong" table, through the CLI entry point.
+"""Every row of the "When something is wrong" table (docs/reliability.md), through the CLI entry point.
 
 Each case must end with exactly one line ``error: ...`` on stderr, exit code 2, no traceback, and
-no run folder left behind. Keep this list and the README table in step.
+no run folder left behind. Keep this list and that table in step.
 """
 
 import os

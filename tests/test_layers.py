@@ -51,7 +51,7 @@ def test_latent_weights_stay_real_and_get_gradients():
 
 
 def test_drop_in_to_spikingjelly_network():
-    """The README example: our layers inside a plain SpikingJelly multi-step network."""
+    """The docs/models.md example: our layers inside a plain SpikingJelly multi-step network."""
     net = torch.nn.Sequential(
         layer.Conv2d(1, 8, 3, padding=1, bias=False), layer.BatchNorm2d(8), neuron.LIFNode(),
         BinaryConv2d(8, 8, 3, padding=1), layer.BatchNorm2d(8), neuron.LIFNode(),
