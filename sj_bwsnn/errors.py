@@ -19,3 +19,8 @@ def closest(word: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""`` when none is close."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+class ShapeError(UserError, ValueError):
+    """An input tensor with the wrong layout or rank (``sj_bwsnn.layers.shape``): a user mistake,
+    and also a ``ValueError`` as PyTorch users expect from a bad shape."""

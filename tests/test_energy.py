@@ -116,3 +116,41 @@ def test_event_frames_count_samples_along_their_batch_dimension():
     assert n_static == n_frames == 3
     blocks = {r.name: r.ops for r in static if r.ops and not r.name.startswith("stem")}
     assert blocks and blocks == {r.name: r.ops for r in frames if r.name in blocks}
+
+
+def test_cli_energy_counts_bw_spikformer_block_convs_as_sops(tmp_path, capsys):
+    """The real command on a BW-Spikformer (digits, 2x2 tokens): the q/k/v, proj and FFN convs
+    of every block are spike-input layers (SOPs, no MACs); only the stem's first conv and the
+    head do MACs."""
+    import yaml
+    from _analysis_util import RECIPE
+
+    from sj_bwsnn.data import build_loaders
+    from sj_bwsnn.engine.build import build_model
+    from sj_bwsnn.engine.checkpoint import save_checkpoint
+    from sj_bwsnn.engine.recipe import recipe_from_dict
+
+    tree = {**RECIPE, "model": {"name": "bw_spikformer_4_384_cifar", "kwargs": {
+        "embed_dim": 16, "depth": 2, "num_heads": 2, "img_size": 8, "attn_threshold": 0.1}}}
+    r = recipe_from_dict(tree)
+    torch.manual_seed(0)
+    model = build_model(r, build_loaders(r.data, r.seed)[2])
+    with torch.no_grad():  # make every neuron fire: random BN statistics and shifts
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_var.uniform_(0.5, 2.0)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.bias.uniform_(0.5, 1.5)
+    save_checkpoint(tmp_path / "c.pt", {"recipe": r.to_dict(), "model": model.state_dict(), "epoch": 0})
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r.to_dict()))
+    rc = main(["energy", str(tmp_path / "r.yaml"), "--checkpoint", str(tmp_path / "c.pt"),
+               "--batches", "1", "--json"])
+    assert rc == 0
+    layers = {x["name"]: x for x in json.loads(capsys.readouterr().out)["layers"]}
+    block_convs = [f"blocks.{b}.{c}" for b in range(2) for c in (
+        "attn.qkv_conv_bn.0", "attn.proj_conv_bn.0", "ffn.0.conv", "ffn.1.conv")]
+    for name in block_convs:
+        assert layers[name]["input"] == "spike" and layers[name]["macs"] == 0, name
+    assert sum(layers[n]["sops"] for n in block_convs) > 0
+    assert {n for n, x in layers.items() if x["input"] == "real"} == {
+        "patch_embed.stages.0.conv_bn.block.0", "head"}

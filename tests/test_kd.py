@@ -90,6 +90,20 @@ def test_teacher_from_our_checkpoint(tmp_path):
         build_teacher(student, DataInfo(3, 1, (8, 8)), torch.device("cpu"))
 
 
+def test_our_teacher_on_frames_takes_the_students_T(tmp_path):
+    """Frames set T; a teacher trained at T=2 distilling a T=5 student on [5, N, ...] frames is
+    rebuilt with T=5, so the [N, T, ...] shape check does not mistake a batch of N=2 for time."""
+    path, model = _fp_checkpoint(tmp_path, T=2)
+    student = load_recipe(DIGITS, [f"teacher.checkpoint={path}", "T=5"])
+    teacher = build_teacher(student, DataInfo(10, 1, (8, 8), frames=True), torch.device("cpu"))
+    assert teacher.T == 5
+    frames = torch.randn(5, 2, 1, 8, 8)
+    model.T = 5  # the same weights; T is read from the frames either way
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(teacher(frames), model(frames))
+
+
 def test_timm_teacher_from_state_dict(tmp_path):
     net = timm.create_model("test_resnet", num_classes=10, in_chans=2)
     torch.save(net.state_dict(), tmp_path / "t.pth")

@@ -71,7 +71,7 @@ def test_frame_input_and_neuron_choice():
     assert _count(model, IFNode) == 7
     out = model.forward_seq(torch.rand(5, 3, 2, 8, 8))  # T'=5 frames override T
     assert out.shape == (5, 3, 4)
-    with pytest.raises(ValueError, match="input"):
+    with pytest.raises(ValueError, match=r"got 3-D shape \(3, 8, 8\)"):
         model(torch.rand(3, 8, 8))
 
 

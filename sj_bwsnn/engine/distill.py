@@ -78,7 +78,9 @@ def build_teacher(recipe: Recipe, info, device: torch.device) -> nn.Module | Non
             raise UserError(f"teacher.model is {cfg.model!r} but {path} holds a "
                             f"{trecipe.model.name}; leave teacher.model null for sj_bwsnn "
                             f"checkpoints")
-        if cfg.T:
+        if info.frames:  # frames set T (teacher.T acts on static input only); the model's T
+            trecipe = dataclasses.replace(trecipe, T=recipe.T)  # must match them (shape check)
+        elif cfg.T:
             trecipe = dataclasses.replace(trecipe, T=cfg.T)
         model = build_model(trecipe, info)
     else:

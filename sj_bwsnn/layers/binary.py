@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 
+from ..errors import ShapeError
 from .binarize import WeightBinarizer
+from .shape import check_seq
 
 
 class BinaryLayer:
@@ -54,9 +56,8 @@ class _BinaryConvNd(BinaryLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "s":
             return self._forward_op(x)
-        if x.dim() != self._seq_dims:
-            raise ValueError(f"{type(self).__name__} in step_mode='m' expects a {self._seq_dims}-D "
-                             f"{self._seq_layout} input, got shape {tuple(x.shape)}")
+        check_seq(x, f"{type(self).__name__} in step_mode='m'", self.in_channels,
+                  self._seq_dims, self._seq_layout)
         return functional.seq_to_ann_forward(x, self._forward_op)
 
 
@@ -98,7 +99,7 @@ class BinaryLinear(BinaryLayer, layer.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Linear works on any leading shape, so [T, N, ..., F] needs no flattening in 'm'.
         if self.step_mode == "m" and x.dim() < 3:
-            raise ValueError(
+            raise ShapeError(
                 f"BinaryLinear in step_mode='m' expects [T, N, ..., {self.in_features}], "
                 f"got shape {tuple(x.shape)}"
             )

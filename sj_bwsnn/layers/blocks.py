@@ -1,14 +1,43 @@
-"""Multi-shortcut spiking blocks (Bi-Real style: a shortcut around every binary conv).
+"""Multi-shortcut spiking blocks: a shortcut around every binary conv, on a membrane stream.
 
-One unit is ``x -> SN -> Conv -> BN -> (+ shortcut(x))``: the residual stream ``x`` stays
-real-valued (a membrane shortcut, as in MS-ResNet), the spiking neuron ``SN`` turns it into
-spikes in {0, 1}, and only the spikes meet the (binary) conv. A :class:`MultiShortcutBasicBlock`
-stacks two units, so a ResNet BasicBlock gets two shortcuts instead of one::
+One unit (:class:`SpikingConvUnit`) on the real-valued residual stream ``x``, ``[T, N, C, H, W]``::
 
-    y = D(x) + BN1(Conv1(SN1(x)))        D = identity, or AvgPool -> real 1x1 conv -> BN
-    z = y    + BN2(Conv2(SN2(y)))
+    y = D(x) + BN(W * SN(x))        SN: spiking neuron, spikes {0, 1}; W: 1-bit (or real) conv
+                                    D = identity, or AvgPool(stride) -> real 1x1 conv -> BN
 
-All modules run in SpikingJelly's multi-step mode on ``[T, N, C, H, W]`` tensors.
+and a :class:`MultiShortcutBasicBlock` stacks two units, so a ResNet BasicBlock gets two
+shortcuts instead of one::
+
+    y = D(x) + BN1(W1 * SN1(x))
+    z = y    + BN2(W2 * SN2(y))
+
+Only spikes meet the binary convs; the stream itself stays real-valued (a membrane shortcut).
+
+Sources, checked line by line:
+
+* Multi-shortcut unit: Bi-Real Net's PyTorch code, ``liuzechun/Bi-Real-net``
+  ``pytorch_implementation/BiReal18_34/birealnet.py`` (at f58aa4d): ``BasicBlock`` (62-87) is
+  ``sign(x) -> HardBinaryConv -> BN -> + residual`` with one block per 3x3 conv (``birealnet18``
+  stacks 4 per stage, 139-141), and the shape-changing shortcut is ``AvgPool2d(2, stride) -> 1x1
+  conv -> BN`` (108-112). ReActNet's ``resnet/2_step2/birealnet.py`` (``liuzechun/ReActNet`` at
+  a6cd08d, 73-106) keeps this layout and adds learnable biases and RPReLU around it.
+* Neuron before the conv, shortcut on the membrane: MS-ResNet, ``Ariande1/MS-ResNet``
+  ``models/MS_ResNet.py`` (at 7c5f006): ``BasicBlock_104`` (136-172) is ``LIF -> conv -> BN ->
+  LIF -> conv -> BN`` plus the shortcut, added without a neuron; its shortcut is again
+  AvgPool -> 1x1 conv -> BN (160-169).
+
+Deliberate differences:
+
+1. ``SN`` replaces Bi-Real's ``sign`` (so activations are spikes in {0, 1}, not +-1) and is the
+   recipe's neuron (MS-ResNet: its own LIF with decay 0.25, threshold 0.5, rectangular surrogate).
+2. Two shortcuts per BasicBlock (Bi-Real/ReActNet) rather than MS-ResNet's one.
+3. No ReActNet learnable biases / RPReLU; BatchNorm is PyTorch's per-channel BN over ``T*N``
+   (MS-ResNet: tdBN with weight initialised to the threshold, the last BN of a block to zero).
+4. The downsample AvgPool uses ``ceil_mode=True, count_include_pad=False`` (Bi-Real:
+   ``AvgPool2d(2, stride)``), which differs only for odd feature-map sizes.
+
+All modules run in SpikingJelly's multi-step mode on time-first ``[T, N, C, H, W]`` tensors and
+check that layout on entry (:mod:`sj_bwsnn.layers.shape`).
 """
 
 from __future__ import annotations
@@ -20,6 +49,7 @@ from spikingjelly.activation_based import layer
 from torch import nn
 
 from .binary import BinaryConv2d
+from .shape import check_seq
 
 
 def make_conv(binary: bool, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
@@ -69,6 +99,7 @@ class SpikingConvUnit(nn.Module):
         self.shortcut = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_seq(x, type(self).__name__, self.conv.in_channels)
         return self.shortcut(x) + self.bn(self.conv(self.sn(x)))
 
 
@@ -83,3 +114,7 @@ class MultiShortcutBasicBlock(nn.Sequential):
                       scaling=scaling, detach_alpha=detach_alpha)
         super().__init__(SpikingConvUnit(in_ch, out_ch, stride, **common),
                          SpikingConvUnit(out_ch, out_ch, 1, **common))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_seq(x, type(self).__name__, self[0].conv.in_channels)
+        return super().forward(x)

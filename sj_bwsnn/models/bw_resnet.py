@@ -1,15 +1,43 @@
 """BW-ResNet: multi-shortcut spiking ResNets with 1-bit convs, registered with timm.
 
-Layout: real-valued stem -> stages of :class:`~sj_bwsnn.layers.MultiShortcutBasicBlock`
-(every 3x3 conv binary, each inside its own shortcut) -> SN -> global average pool ->
-real-valued classifier. ``binary=False`` builds the full-precision twin (baseline / teacher).
+Layout, on a real-valued membrane stream ``x`` (``[T, N, C, H, W]``)::
 
-Input: a static image batch ``[N, C, H, W]`` (direct encoding: the stem runs once and its output
-is repeated over ``T`` steps) or an event-frame sequence ``[T', N, C, H, W]`` (then ``T = T'``).
-``forward`` returns the time-averaged logits ``[N, num_classes]``; ``forward_seq`` the per-step
-logits ``[T, N, num_classes]``.
+    x = stem(image)                                 real conv + BN (+ max-pool), no neuron
+    x = D(x) + BN(W * SN(x))                        per 3x3 conv, W 1-bit (sj_bwsnn.layers.blocks)
+    logits_t = FC(avgpool(SN_head(x)))              real classifier on pooled spikes, per step
+    logits = mean_t logits_t
 
-Registered names: ``bw_resnet18``, ``bw_resnet34`` (``stem='imagenet'`` default: 7x7/2 conv +
+Each :class:`~sj_bwsnn.layers.MultiShortcutBasicBlock` holds two such units (two shortcuts per
+BasicBlock); the equations, sources and differences of the unit are in
+:mod:`sj_bwsnn.layers.blocks`. ``binary=False`` builds the full-precision twin (baseline / teacher).
+
+Sources, checked line by line:
+
+* Layout of ResNet-18/34 with a shortcut per binary conv: Bi-Real Net,
+  ``liuzechun/Bi-Real-net`` ``pytorch_implementation/BiReal18_34/birealnet.py`` (at f58aa4d):
+  16 single-conv blocks in 4 stages of 64/128/256/512 channels for ResNet-18 (98-101, 139-141;
+  here 8 two-unit blocks, the same 16 shortcuts), the ImageNet stem 7x7/2 conv -> BN -> 3x3/2
+  max-pool with no activation (94-97), stride 2 in the first block of stages 2-4.
+* Head: MS-ResNet, ``Ariande1/MS-ResNet`` ``models/MS_ResNet.py`` (at 7c5f006, 221-226): a neuron
+  on the stream, global average pool, mean over time, then the real FC (here the FC runs per step
+  and the logits are averaged: the same by linearity, and ``forward_seq`` gives the steps).
+
+Deliberate differences (our choices):
+
+1. The head neuron: Bi-Real pools the real stream into the FC (birealnet.py:132-134); here the FC
+   sees pooled spikes, as in MS-ResNet, so ``sj-bwsnn energy`` counts it as accumulates.
+2. Initialisation: Kaiming normal (fan_out, ReLU) on every conv, binary ones included
+   (torchvision's ResNet); Bi-Real draws binary latent weights from U[0, 0.001) (birealnet.py:47).
+3. ``stem='cifar'`` (3x3/1 conv + BN for 32x32 inputs) and ``bw_resnet_tiny`` (8x8 digits) are
+   our sizes. Direct encoding: for a static image the stem runs once and its output is repeated
+   over ``T`` steps (it would compute the same thing at every step).
+
+Input: a static image batch ``[N, C, H, W]`` or time-first event frames ``[T', N, C, H, W]`` (then
+``T = T'``); anything else, ``[N, T, C, H, W]`` included, is refused at the entry with one line
+(:mod:`sj_bwsnn.layers.shape`). ``forward`` returns the time-averaged logits
+``[N, num_classes]``; ``forward_seq`` the per-step logits ``[T, N, num_classes]``.
+
+Registered names: ``bw_resnet18``, ``bw_resnet34`` (``stem='imagenet'`` default: 7x7 conv +
 max-pool; ``stem='cifar'``: 3x3/1 conv for 32x32 inputs) and ``bw_resnet_tiny`` (8x8 inputs such
 as scikit-learn's digits). After ``import sj_bwsnn``,
 ``timm.create_model('bw_resnet18', num_classes=10, T=2)`` works.
@@ -24,7 +52,7 @@ from spikingjelly.activation_based import functional, layer
 from timm.models import register_model
 from torch import nn
 
-from ..layers import MultiShortcutBasicBlock
+from ..layers import MultiShortcutBasicBlock, check_model_input
 from ..neuron import LIFNode
 from .base import SpikingClassifier, entrypoint_kwargs
 
@@ -54,6 +82,7 @@ class BWResNet(SpikingClassifier):
         if int(T) < 1:
             raise ValueError(f"T must be >= 1, got {T}")
         self.T, self.binary, self.num_classes = int(T), bool(binary), num_classes
+        self.in_chans = in_chans
         neuron_kwargs = dict(neuron_kwargs or {})
         neuron_kwargs.pop("step_mode", None)
         sw = stem_width or widths[0]
@@ -80,12 +109,11 @@ class BWResNet(SpikingClassifier):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        check_model_input(x, type(self).__name__, self.T, self.in_chans)
         if x.dim() == 4:  # static image: the stem sees identical input at every step, run it once
             y = self.stem(x)
             return y.unsqueeze(0).repeat(self.T, *([1] * y.dim()))
-        if x.dim() == 5:  # [T', N, C, H, W] frames
-            return functional.seq_to_ann_forward(x, self.stem)
-        raise ValueError(f"expected [N, C, H, W] or [T, N, C, H, W] input, got {tuple(x.shape)}")
+        return functional.seq_to_ann_forward(x, self.stem)  # [T', N, C, H, W] frames
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, N, num_features]`` pooled spike features."""
