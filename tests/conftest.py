@@ -11,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Seconds before a subprocess is declared hung. A guard against hangs, not a timing check: it is
+# 20-60x what the runs take on 2 idle cores, so a loaded machine never trips it.
+HANG_GUARD_S = 1200
+
 
 def _cuda_and_cupy() -> bool:
     try:
@@ -33,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None):
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = HANG_GUARD_S, env: dict | None = None):
     """Run ``python -m sj_bwsnn ARGS`` with this checkout on the path; returns CompletedProcess."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 "PYTHONWARNINGS": "ignore", **(env or {})}

@@ -27,6 +27,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
+from conftest import HANG_GUARD_S
 from sj_bwsnn.cli import main
 from sj_bwsnn.engine import distributed, load_checkpoint
 from sj_bwsnn.engine.methods import BPTT, OTTT, SLTT
@@ -141,12 +142,12 @@ def ranks(tmp_path_factory):
     """Run :func:`_rank` on 2 spawned processes; their results, rank by rank."""
     tmp = tmp_path_factory.mktemp("ranks")
     ctx = mp.spawn(_rank, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + HANG_GUARD_S
     while not ctx.join(timeout=5):
         if time.monotonic() > deadline:
             for p in ctx.processes:
                 p.kill()
-            pytest.fail("2-rank gloo workers hung for 180 s")
+            pytest.fail(f"2-rank gloo workers hung for {HANG_GUARD_S} s")
     return [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
 
 
@@ -184,7 +185,7 @@ def torchrun(out: Path, sets: list[str], *extra: str) -> str:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
-        stdout, stderr = proc.communicate(timeout=240)
+        stdout, stderr = proc.communicate(timeout=HANG_GUARD_S)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise

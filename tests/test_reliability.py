@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import HANG_GUARD_S, ROOT
 
 ARGS = ["--set", "train.epochs=3", "--set", "data.batch_size=16", "--set", "data.max_train=480", "--set", "train.deterministic=true",
         "--set", "train.plot=false", "--set", "train.tensorboard=false"]
@@ -24,7 +24,7 @@ def _start(out, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_for_line(proc, prefix, timeout=240):
+def _wait_for_line(proc, prefix, timeout=HANG_GUARD_S):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
