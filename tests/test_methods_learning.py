@@ -41,6 +41,8 @@ def recipe(**train):
     tree = {"T": 4, "train": train}
     if train.get("method") == "dsr":
         tree["neuron"] = {"type": "dsr_if"}
+    if train.get("method") == "ottt":
+        tree["neuron"] = {"preset": "ottt"}
     return recipe_from_dict(tree)
 
 
@@ -85,7 +87,8 @@ def test_ce_mse_mix():
 
 def test_stepwise_methods_call_the_objective_with_the_batch_input():
     """A distillation objective caches teacher logits per x, so every step must pass the same x."""
-    model = BWResNet((1,), (8,), stem="cifar", in_chans=1, num_classes=10, T=3)
+    model = BWResNet((1,), (8,), stem="cifar", in_chans=1, num_classes=10, T=3,
+                     neuron_kwargs={"v_reset": None})  # ottt refuses hard resets
     x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
     seen = []
 
