@@ -18,7 +18,8 @@ Every method takes ``loss_on`` (``train.loss_on``; ``None``: its default) throug
 a method with all T steps' logits in hand calls
 :func:`sj_bwsnn.engine.objectives.sequence_loss` (``mean``: the objective of ``mean_t logits``;
 ``per_step``: ``(1/T) sum_t`` of each step's objective). A new method registered in
-:data:`METHODS` gets ``loss_on`` from :func:`build_method` like the others.
+:data:`METHODS` must accept ``loss_on`` in its constructor (:func:`build_method` passes it to
+every method), declare ``default_loss_on`` / ``loss_on_choices`` and call ``set_loss_on``.
 
 ========== ============================================================== =========== ======
 method     gradient                                                       loss_on     memory
@@ -36,7 +37,7 @@ dsr        multi-step forward through DSR neurons, gradient of the         **mea
            firing-rate representation (Meng et al., CVPR 2022)              per_step
 ========== ============================================================== =========== ======
 
-(bold: the default placement; the others are refused with one line.)
+(bold: the default placement; a placement not listed is refused with one line.)
 
 Step-wise methods (``sltt``, ``sltt_k``, ``ottt``) call ``model.forward_seq(x_t)`` with a one-step
 input ``[1, N, ...]`` per time step (the image itself for static ``[N, C, H, W]`` input, T =
