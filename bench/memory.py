@@ -75,7 +75,8 @@ def make_method(name: str):
 
 def measure(name: str, T: int, args, device: torch.device) -> dict:
     torch.manual_seed(0)
-    kw = dict(num_classes=10, T=T, neuron=LIFNode, neuron_kwargs=dict(tau=TAU))
+    soft = {"v_reset": None} if name == "ottt" else {}  # ottt refuses hard resets (OTTT's code)
+    kw = dict(num_classes=10, T=T, neuron=LIFNode, neuron_kwargs=dict(tau=TAU, **soft))
     if args.tiny:
         model, shape = bw_resnet_tiny(**kw), (args.batch, 1, 8, 8)
     else:

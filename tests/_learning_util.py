@@ -29,8 +29,13 @@ def method_accuracy(method: str, seed: int = 0, epochs: int = EPOCHS, batches=No
     ``seed`` sets the initial weights (and the training order when ``batches`` is not given)."""
     train, test = batches or digits_batches(seed)
     torch.manual_seed(seed)
+    neuron, kw = LIFNode, {}  # SpikingJelly's LIF defaults (hard reset)
+    if method.startswith("ottt"):  # OTTT's neuron (it refuses hard resets): soft, detached reset
+        kw = dict(tau=2.0, decay_input=False, v_reset=None, detach_reset=True)
+    if method == "dsr":  # threshold 1.0 (our choice for T=2; DSR's IF runs start at 6 for T=20)
+        neuron, kw = DSRIFNode, dict(v_threshold=1.0)
     model = BWResNet((1, 1), (16, 32), stem="cifar", in_chans=1, num_classes=10, T=2, binary=True,
-                     neuron=DSRIFNode if method == "dsr" else LIFNode)
+                     neuron=neuron, neuron_kwargs=kw)
     step = {"sltt_k": SLTTK(k=1), "ottt": OTTT(0.5), "ottt_online": OTTT(0.5, online_update=True)
             }.get(method) or build_method(method)
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)

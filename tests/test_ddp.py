@@ -53,7 +53,7 @@ def tiny_model(seed: int) -> BWResNet:
     batch normalise alike); ``seed`` sets weights and running statistics."""
     torch.manual_seed(seed)
     model = BWResNet((1, 1), (8, 16), stem="cifar", in_chans=1, num_classes=4, T=2,
-                     neuron=LIFNode, neuron_kwargs=dict(tau=2.0, decay_input=True, v_reset=0.0))
+                     neuron=LIFNode, neuron_kwargs=dict(tau=2.0, decay_input=True, v_reset=None))  # ottt: soft
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.normal_(0.0, 0.1)

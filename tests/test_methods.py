@@ -95,19 +95,23 @@ def test_sltt_k_equals_sltt_at_k_T_and_checks_k(batch):
 
 
 class TinyNet(nn.Module):
-    """x -> BinaryLinear -> LIF -> Linear, static input repeated over T steps."""
+    """x -> Linear -> LIF -> BinaryLinear -> LIF -> Linear, static input repeated over T steps."""
 
     def __init__(self, T=3):
         super().__init__()
         torch.manual_seed(0)
         self.T = T
-        self.fc1 = BinaryLinear(4, 6, step_mode="m")
+        self.fc0 = nn.Linear(4, 5)  # sees the raw input: OTTT leaves it untraced
+        self.sn0 = LIFNode(tau=2.0, decay_input=False, v_reset=None, step_mode="m")
+        self.fc1 = BinaryLinear(5, 6, step_mode="m")
         self.sn = LIFNode(tau=2.0, decay_input=False, v_reset=None, step_mode="m")
         self.fc2 = nn.Linear(6, 3)
+        with torch.no_grad():
+            self.fc1.weight.mul_(3.0)  # alpha = mean |w| large enough for sn to fire
 
     def forward_seq(self, x):
         x = x.unsqueeze(0).repeat(self.T, 1, 1) if x.dim() == 2 else x
-        return self.fc2(self.sn(self.fc1(x)))
+        return self.fc2(self.sn(self.fc1(self.sn0(self.fc0(x)))))
 
 
 def test_ottt_weight_gradient_equals_trace_formula():
@@ -116,16 +120,17 @@ def test_ottt_weight_gradient_equals_trace_formula():
     g = torch.Generator().manual_seed(2)
     x = 3.0 * torch.rand(7, 4, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (7,), generator=g)
-    seen = {"fc1": [], "fc2": [], "s": []}
+    seen = {"fc0": [], "fc1": [], "fc2": [], "s0": [], "s": []}
     def keep(name):
         def hook(module, inputs, out):
-            if name != "s":
+            if name.startswith("fc"):
                 out.retain_grad()  # delta[t] = dL/du[t] of this layer's output
             seen[name].append(out)
         return hook
 
-    for name, module in (("fc1", model.fc1), ("fc2", model.fc2), ("s", model.sn)):
-        module.register_forward_hook(keep(name))
+    for name in seen:
+        getattr(model, name.replace("s", "sn") if name.startswith("s") else name
+                ).register_forward_hook(keep(name))
     got, _ = grads_after(OTTT(trace_decay=lam), model, x, y)
     assert "forward" not in vars(model.fc1)  # the layers' own forward is back
 
@@ -136,11 +141,14 @@ def test_ottt_weight_gradient_equals_trace_formula():
             out.append(a)
         return out
 
+    s0 = [s[0].detach() for s in seen["s0"]]
     spikes = [s[0].detach() for s in seen["s"]]
-    assert 0 < sum(s.sum() for s in spikes) < sum(s.numel() for s in spikes)  # some firing
-    d1 = [o.grad[0] for o in seen["fc1"]]
-    d2 = [o.grad[0] for o in seen["fc2"]]
-    g_b1 = sum(d.T @ a for d, a in zip(d1, trace([x] * T)))
+    for ss in (s0, spikes):
+        assert 0 < sum(s.sum() for s in ss) < sum(s.numel() for s in ss)  # some firing
+    d0, d1, d2 = ([o.grad[0] for o in seen[k]] for k in ("fc0", "fc1", "fc2"))
+    # the input layer: plain per-step gradient sum_t delta[t] x^T (no trace), as OTTT's first conv
+    torch.testing.assert_close(got["fc0.weight"], sum(d.T @ x for d in d0))
+    g_b1 = sum(d.T @ a for d, a in zip(d1, trace(s0)))
     w_b = model.fc1.binarized_weight()
     (g_latent,) = torch.autograd.grad(w_b, model.fc1.weight, g_b1)  # through the STE
     torch.testing.assert_close(got["fc1.weight"], g_latent)
@@ -152,7 +160,7 @@ def test_ottt_weight_gradient_equals_trace_formula():
 
 
 def test_ottt_traces_skip_the_stem_and_online_steps_every_time_step():
-    model = small_net(T=2)
+    model = small_net(T=2, v_reset=None)
     names = {id(m) for m in traced_layers(model)}
     assert id(model.stem[0]) not in names and id(model.fc) in names
     assert sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules()) == len(names) + 1
@@ -176,7 +184,8 @@ def test_ottt_traces_skip_the_stem_and_online_steps_every_time_step():
 
 
 def test_dsr_threshold_learns_and_needs_dsr_neurons():
-    model = small_net(T=2, neuron=DSRIFNode).float()  # SJ's DSR kernels emit float32 spikes
+    # SJ's DSR kernels emit float32 spikes; threshold 1 (not DSR's 6) for T=2
+    model = small_net(T=2, neuron=DSRIFNode, v_threshold=1.0).float()
     x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
     got, _ = grads_after(DSR(), model, x, y)
     vth = [n for n in got if n.endswith("v_threshold")]

@@ -56,7 +56,7 @@ def test_meter_releases_a_graph_dropped_without_backward():
 
 def saved_peak(method, T: int) -> int:
     torch.manual_seed(0)
-    model = bw_resnet_tiny(num_classes=10, T=T, neuron=LIFNode, neuron_kwargs=dict(tau=2.0))
+    model = bw_resnet_tiny(num_classes=10, T=T, neuron=LIFNode, neuron_kwargs=dict(tau=2.0, v_reset=None))
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     with SavedActivationMeter(exclude=[*model.parameters(), *model.buffers()]) as meter:

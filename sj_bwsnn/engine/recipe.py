@@ -27,6 +27,7 @@ import yaml
 from ..errors import UserError, closest
 from ..layers.binarize import SCALINGS
 from ..neuron.nodes import BACKENDS
+from ..neuron.registry import resolve_preset
 
 
 @dataclass
@@ -85,10 +86,16 @@ class TeacherConfig:
 
 @dataclass
 class NeuronConfig:
-    type: str = "lif"  # lif | if
-    tau: float = 2.0
+    """The neuron of every spiking layer. ``preset`` (sltt | ottt | dsr_if | dsr_lif |
+    spikingjelly, see :data:`sj_bwsnn.neuron.PRESETS`) fills the other keys with a source's values;
+    keys the recipe states itself win. The run's ``recipe.yaml`` holds the resolved values. The
+    defaults below are SpikingJelly 2.0's ``LIFNode`` defaults (= ``preset: spikingjelly``)."""
+
+    preset: Optional[str] = None  # null: the keys below as given
+    type: str = "lif"  # lif | if | dsr_if | dsr_lif
+    tau: float = 2.0  # lif: SpikingJelly's tau (> 1); dsr_lif: DSR's time constant (> 0)
     decay_input: bool = True
-    v_threshold: float = 1.0
+    v_threshold: float = 1.0  # dsr_*: the initial (trainable) threshold
     v_reset: Optional[float] = 0.0  # null: soft reset (subtract the threshold)
     surrogate: str = "sigmoid"  # sigmoid | atan | piecewise_quadratic | ...
     alpha: float = 4.0  # surrogate sharpness
@@ -118,7 +125,11 @@ class TrainConfig:
     method: str = "bptt"
     k: int = 1  # sltt_k: time steps with backward per batch (1 <= k <= T)
     online_update: bool = False  # ottt: an optimizer step per time step (OTTT_O)
-    mse_lambda: float = 0.0  # loss (1 - lambda) * CE + lambda * MSE(logits, one-hot)
+    # where the loss sits: mean (on mean_t logits) | per_step ((1/T) sum_t loss(logits[t]));
+    # null: the method's own (bptt, dsr: mean; sltt, sltt_fused, sltt_k, ottt: per_step)
+    loss_on: Optional[str] = None
+    mse_lambda: float = 0.0  # loss (1 - lambda) * CE + lambda * MSE(logits, target)
+    mse_target: str = "one_hot"  # MSE target: one_hot (y) | ones (SLTT's CIFAR runs)
     amp: str = "off"  # off | bf16 | fp16 (fp16 uses a grad scaler)
     channels_last: bool = False
     clip_grad: Optional[float] = None  # max global grad norm; null: no clipping
@@ -196,6 +207,9 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
                         f"got {values!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    if cls is NeuronConfig and values.get("preset") is not None:
+        preset = _coerce(f"{prefix}preset", values["preset"], str)
+        values = {**resolve_preset(preset), **values}  # the recipe's own keys win
     kwargs = {}
     for key, value in values.items():
         full = f"{prefix}{key}"
@@ -219,7 +233,9 @@ def _check_ranges(r: Recipe) -> None:
         (r.data.num_workers >= 0, "data.num_workers", "must be >= 0"),
         (0.0 < r.data.test_fraction < 1.0, "data.test_fraction", "must lie in (0, 1)"),
         (r.model.scaling in SCALINGS, "model.scaling", f"must be {', '.join(SCALINGS)}"),
-        (r.neuron.tau > 1.0, "neuron.tau", "must be > 1 (SpikingJelly's LIF needs tau > 1)"),
+        (r.neuron.tau > 1.0 or r.neuron.type != "lif", "neuron.tau",
+         "must be > 1 (SpikingJelly's LIF needs tau > 1)"),
+        (r.neuron.tau > 0.0, "neuron.tau", "must be > 0"),
         (r.neuron.v_threshold > 0, "neuron.v_threshold", "must be > 0"),
         (r.neuron.alpha > 0, "neuron.alpha", "must be > 0"),
         (r.neuron.backend in BACKENDS, "neuron.backend", f"must be {', '.join(BACKENDS)}"),
@@ -235,6 +251,12 @@ def _check_ranges(r: Recipe) -> None:
         (0.0 <= r.train.mse_lambda <= 1.0, "train.mse_lambda", "must lie in [0, 1]"),
         ((r.train.method == "dsr") == r.neuron.type.startswith("dsr_"), "train.method",
          "dsr and neuron.type dsr_if/dsr_lif go together (set both or neither)"),
+        (r.train.method != "ottt" or r.neuron.v_reset is None, "neuron.v_reset",
+         "must be null (soft reset) for train.method ottt: OTTT's traces assume a membrane that "
+         "sums its inputs, which a hard reset breaks (neuron.preset: ottt is OTTT's neuron)"),
+        (r.train.loss_on in (None, "mean", "per_step"), "train.loss_on",
+         "must be mean, per_step or null (the method's own)"),
+        (r.train.mse_target in ("one_hot", "ones"), "train.mse_target", "must be one_hot or ones"),
         (r.train.amp in ("off", "bf16", "fp16"), "train.amp", "must be off, bf16 or fp16"),
         (r.train.clip_grad is None or r.train.clip_grad > 0, "train.clip_grad",
          "must be > 0 or null"),

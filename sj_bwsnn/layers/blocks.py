@@ -38,10 +38,13 @@ Deliberate differences:
 
 All modules run in SpikingJelly's multi-step mode on time-first ``[T, N, C, H, W]`` tensors and
 check that layout on entry (:mod:`sj_bwsnn.layers.shape`).
+``norm='ws'`` builds the normalizer-free variant of OTTT's nets instead (weight-standardised
+convs, no BN: :class:`~sj_bwsnn.layers.ws.WSSpikingConvUnit`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -50,6 +53,7 @@ from torch import nn
 
 from .binary import BinaryConv2d
 from .shape import check_seq
+from .ws import WSSpikingConvUnit
 
 
 def make_conv(binary: bool, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
@@ -103,17 +107,38 @@ class SpikingConvUnit(nn.Module):
         return self.shortcut(x) + self.bn(self.conv(self.sn(x)))
 
 
+NORMS = ("bn", "ws")
+
+
 class MultiShortcutBasicBlock(nn.Sequential):
-    """A ResNet BasicBlock with a shortcut around each of its two 3x3 convs (see module doc)."""
+    """A ResNet BasicBlock with a shortcut around each of its two 3x3 convs (see module doc).
+
+    :param norm: ``'bn'`` (:class:`SpikingConvUnit`, BatchNorm after each conv) or ``'ws'``
+        (:class:`~sj_bwsnn.layers.ws.WSSpikingConvUnit`: weight-standardised convs, no BN, OTTT's
+        NF scaling); ``expected_var`` is then the variance of the input stream, and
+        ``self.expected_var`` that of the output (1.0 for ``'bn'``).
+    """
 
     expansion = 1
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, binary: bool, neuron: type,
-                 neuron_kwargs: dict[str, Any], scaling: str = "channel", detach_alpha: bool = True):
+                 neuron_kwargs: dict[str, Any], scaling: str = "channel", detach_alpha: bool = True,
+                 norm: str = "bn", expected_var: float = 1.0):
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         common = dict(binary=binary, neuron=neuron, neuron_kwargs=neuron_kwargs,
                       scaling=scaling, detach_alpha=detach_alpha)
-        super().__init__(SpikingConvUnit(in_ch, out_ch, stride, **common),
-                         SpikingConvUnit(out_ch, out_ch, 1, **common))
+        if norm == "bn":
+            super().__init__(SpikingConvUnit(in_ch, out_ch, stride, **common),
+                             SpikingConvUnit(out_ch, out_ch, 1, **common))
+            self.expected_var = 1.0
+            return
+        units, var = [], float(expected_var)
+        for cin, s in ((in_ch, stride), (out_ch, 1)):
+            units.append(WSSpikingConvUnit(cin, out_ch, s, beta=math.sqrt(var), **common))
+            var = units[-1].var_after(var)
+        super().__init__(*units)
+        self.expected_var = var
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_seq(x, type(self).__name__, self[0].conv.in_channels)

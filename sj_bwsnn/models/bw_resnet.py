@@ -41,10 +41,25 @@ Registered names: ``bw_resnet18``, ``bw_resnet34`` (``stem='imagenet'`` default:
 max-pool; ``stem='cifar'``: 3x3/1 conv for 32x32 inputs) and ``bw_resnet_tiny`` (8x8 inputs such
 as scikit-learn's digits). After ``import sj_bwsnn``,
 ``timm.create_model('bw_resnet18', num_classes=10, T=2)`` works.
+
+Options (``model.kwargs`` in a recipe):
+
+* ``norm='bn'`` (default) BatchNorm after every conv; ``norm='ws'`` the normalizer-free variant of
+  OTTT's paper nets: weight-standardised convs (1-bit ones binarize the standardised weight), no
+  BN anywhere, the stem a WS conv, OTTT's NF-ResNet branch scaling (``x / beta`` into each unit,
+  ``0.2 * skipinit * 2.74 * gain`` on its output) — see :mod:`sj_bwsnn.layers.ws`.
+* ``head='linear'`` (default) ``SN -> pool -> fc`` per step; ``head='dsr'`` DSR's read-out
+  (qymeng94/DSR@876c8d1 cifar/modules/preresnet.py:106-125, 147-162):
+  ``SN -> pool -> SN -> fc -> BN1d -> SN`` and the output's firing rate, weighted by
+  ``w_t = exp(-(T - t) dt / tau)`` when that last neuron is a DSR-LIF (preresnet.py:158-161).
+  ``forward_seq`` then returns ``T * w_t * s[t]`` (``w_t = 1/T`` otherwise), so ``forward``'s
+  time average is exactly DSR's (weighted) rate. Made for ``neuron.type: dsr_if | dsr_lif``
+  (spikes of height ``V_th``); with LIF/IF neurons the read-out is a rate in [0, 1].
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -52,11 +67,16 @@ from spikingjelly.activation_based import functional, layer
 from timm.models import register_model
 from torch import nn
 
+from ..errors import UserError
 from ..layers import MultiShortcutBasicBlock, check_model_input
+from ..layers.blocks import NORMS
+from ..layers.ws import WS_EPS
 from ..neuron import LIFNode
+from ..neuron.dsr import DSRLIFNode
 from .base import SpikingClassifier, entrypoint_kwargs
 
 STEMS = ("imagenet", "cifar")
+HEADS = ("linear", "dsr")
 
 
 class BWResNet(SpikingClassifier):
@@ -69,41 +89,51 @@ class BWResNet(SpikingClassifier):
     :param neuron: neuron class; :class:`sj_bwsnn.neuron.LIFNode` by default.
     :param neuron_kwargs: its keyword arguments (``step_mode`` is set to 'm' here).
     :param scaling, detach_alpha: weight-binarizer options (see :mod:`sj_bwsnn.layers.binarize`).
+    :param norm: ``'bn'`` or ``'ws'`` (module docstring).
+    :param head: ``'linear'`` or ``'dsr'`` (module docstring).
     """
 
     def __init__(self, layers: Sequence[int], widths: Sequence[int] = (64, 128, 256, 512),
                  stem: str = "imagenet", in_chans: int = 3, num_classes: int = 1000, T: int = 4,
                  binary: bool = True, neuron: type = LIFNode,
                  neuron_kwargs: dict[str, Any] | None = None, scaling: str = "channel",
-                 detach_alpha: bool = True, stem_width: int | None = None):
+                 detach_alpha: bool = True, stem_width: int | None = None, norm: str = "bn",
+                 head: str = "linear"):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        if norm not in NORMS:
+            raise UserError(f"model.kwargs.norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        if head not in HEADS:
+            raise UserError(f"model.kwargs.head must be one of {', '.join(HEADS)}, got {head!r}")
         if int(T) < 1:
             raise ValueError(f"T must be >= 1, got {T}")
         self.T, self.binary, self.num_classes = int(T), bool(binary), num_classes
         self.in_chans = in_chans
+        self.norm, self.head = norm, head
         neuron_kwargs = dict(neuron_kwargs or {})
         neuron_kwargs.pop("step_mode", None)
         sw = stem_width or widths[0]
-        if stem == "imagenet":
-            self.stem = nn.Sequential(nn.Conv2d(in_chans, sw, 7, 2, 3, bias=False),
-                                      nn.BatchNorm2d(sw), nn.MaxPool2d(3, 2, 1))
-        else:
-            self.stem = nn.Sequential(nn.Conv2d(in_chans, sw, 3, 1, 1, bias=False),
-                                      nn.BatchNorm2d(sw))
-        blocks, in_ch = [], sw
+        self.stem = _stem(stem, norm, in_chans, sw)
+        blocks, in_ch, var = [], sw, 1.0
         for i, (n, w) in enumerate(zip(layers, widths)):
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
                 blocks.append(MultiShortcutBasicBlock(in_ch, w, stride, binary, neuron,
-                                                      neuron_kwargs, scaling, detach_alpha))
-                in_ch = w
+                                                      neuron_kwargs, scaling, detach_alpha,
+                                                      norm=norm, expected_var=var))
+                in_ch, var = w, blocks[-1].expected_var
         self.blocks = nn.Sequential(*blocks)
+        self.head_scale = 1.0 / math.sqrt(var)  # 'ws': the stream's expected std is sqrt(var)
         self.head_sn = neuron(step_mode="m", **neuron_kwargs)
         self.pool = layer.AdaptiveAvgPool2d(1, step_mode="m")
         self.num_features = in_ch
+        if head == "dsr":
+            self.pool_sn = neuron(step_mode="m", **neuron_kwargs)
         self.fc = nn.Linear(in_ch, num_classes)
+        if head == "dsr":
+            self.fc_bn = layer.BatchNorm1d(num_classes, step_mode="m")
+            self.out_sn = neuron(step_mode="m", **neuron_kwargs)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -118,14 +148,38 @@ class BWResNet(SpikingClassifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, N, num_features]`` pooled spike features."""
         x = self.blocks(self._encode(x))
+        if self.head_scale != 1.0:
+            x = x * self.head_scale
         return self.pool(self.head_sn(x)).flatten(2)
 
     def forward_seq(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-step logits ``[T, N, num_classes]``."""
-        return self.fc(self.forward_features(x))
+        """Per-step logits ``[T, N, num_classes]`` (``head='dsr'``: weighted output spikes whose
+        time average is DSR's read-out rate)."""
+        if self.head == "linear":
+            return self.fc(self.forward_features(x))
+        feats = self.pool_sn(self.forward_features(x))
+        out = self.out_sn(self.fc_bn(self.fc(feats)))
+        T = out.shape[0]
+        if isinstance(self.out_sn, DSRLIFNode):
+            w = self.out_sn.rate_weights(T, out.device).to(out.dtype) * T
+            out = out * w.view(T, 1, 1)
+        return out
 
     def get_classifier(self) -> nn.Module:
         return self.fc
+
+
+def _stem(kind: str, norm: str, in_chans: int, width: int) -> nn.Sequential:
+    """The real-valued stem: conv (WS conv with gain for ``norm='ws'``) -> BN (``'bn'`` only)
+    -> max-pool (``'imagenet'``). It runs once per static image (single-step modules)."""
+    k, stride, pad = (7, 2, 3) if kind == "imagenet" else (3, 1, 1)
+    if norm == "ws":
+        mods = [layer.WSConv2d(in_chans, width, k, stride, pad, bias=False, gain=True, eps=WS_EPS)]
+    else:
+        mods = [nn.Conv2d(in_chans, width, k, stride, pad, bias=False), nn.BatchNorm2d(width)]
+    if kind == "imagenet":
+        mods.append(nn.MaxPool2d(3, 2, 1))
+    return nn.Sequential(*mods)
 
 
 def _create(layers, widths, default_stem, pretrained: bool = False, **kwargs) -> BWResNet:

@@ -13,20 +13,31 @@ trains through DDP's wrapper, the others get the same gradient average from the 
 ``objective(logits [N, K], y, x)`` with the batch's ``x`` (a distillation objective caches its
 teacher's logits per ``x``, so per-step calls with the same ``x`` are cheap).
 
-========== =============================================================== =============
-method     gradient                                                        memory in T
-========== =============================================================== =============
-bptt       multi-step forward, loss on mean_t logits, backprop through time O(T)
-sltt       step by step: V[t-1] detached, loss_t/T and backward per step,   O(1)
+Every method takes ``loss_on`` (``train.loss_on``; ``None``: its default) through
+:class:`~.base.LossPlacement`, which refuses a placement the method cannot compute with one line;
+a method with all T steps' logits in hand calls
+:func:`sj_bwsnn.engine.objectives.sequence_loss` (``mean``: the objective of ``mean_t logits``;
+``per_step``: ``(1/T) sum_t`` of each step's objective). A new method registered in
+:data:`METHODS` must accept ``loss_on`` in its constructor (:func:`build_method` passes it to
+every method), declare ``default_loss_on`` / ``loss_on_choices`` and call ``set_loss_on``.
+
+========== ============================================================== =========== ======
+method     gradient                                                       loss_on     memory
+========== ============================================================== =========== ======
+bptt       multi-step forward, backprop through time                      **mean**,   O(T)
+                                                                          per_step
+sltt       step by step: V[t-1] detached, loss_t/T and backward per step, **per_step** O(1)
            gradients summed, one optimizer step (Meng et al., ICCV 2023)
-sltt_fused the same gradient (up to BN batch statistics) in one multi-step  O(T)
-           forward with ``temporal_grad=False`` nodes: faster, more memory
-sltt_k     ``sltt`` with backward at ``k`` random steps, the rest no_grad    O(1)
-ottt       ``sltt`` plus presynaptic traces for the weight gradient          O(1)
+sltt_fused the same gradient (up to BN batch statistics) in one multi-step **per_step**, O(T)
+           forward with ``temporal_grad=False`` nodes: faster, more memory mean
+sltt_k     ``sltt`` with backward at ``k`` random steps, the rest no_grad   **per_step** O(1)
+ottt       ``sltt`` plus presynaptic traces for the weight gradient         **per_step** O(1)
            (Xiao et al., NeurIPS 2022); ``online_update``: a step per t
-dsr        multi-step forward through DSR neurons, gradient of the          O(T)
-           firing-rate representation (Meng et al., CVPR 2022)
-========== =============================================================== =============
+dsr        multi-step forward through DSR neurons, gradient of the         **mean**,   O(T)
+           firing-rate representation (Meng et al., CVPR 2022)              per_step
+========== ============================================================== =========== ======
+
+(bold: the default placement; a placement not listed is refused with one line.)
 
 Step-wise methods (``sltt``, ``sltt_k``, ``ottt``) call ``model.forward_seq(x_t)`` with a one-step
 input ``[1, N, ...]`` per time step (the image itself for static ``[N, C, H, W]`` input, T =
@@ -37,26 +48,44 @@ across calls until ``functional.reset_net``, as every SpikingJelly multi-step ne
 from __future__ import annotations
 
 from ...errors import UserError, closest
+from ..objectives import sequence_loss
 from ..precision import Precision
-from .stepwise import OTTT, SLTT, SLTTK, PerModel, SLTTFused
-from .traces import presynaptic_traces, traced_layers
+from .base import LossPlacement
+from .stepwise import OTTT, SLTT, SLTTK, PerModel, SLTTFused, require_forward_seq
+from .traces import input_layers, presynaptic_traces, traced_layers
 
 
-class BPTT:
+class BPTT(LossPlacement):
     """Backpropagation through time with surrogate gradients; memory grows linearly with T.
 
-    ``loss = objective(mean_t logits_t, y, x)``, one backward through all T steps, one step.
+    One backward through all T steps, one optimizer step. ``loss_on='mean'`` (default):
+    ``loss = objective(mean_t logits_t, y, x)`` from one ``model(x)`` (DDP's wrapper sees it);
+    ``'per_step'``: ``loss = (1/T) sum_t objective(logits_t, y, x)`` from ``model.forward_seq(x)``,
+    the loss of SLTT's BPTT baseline (qymeng94/SLTT train_BPTT.py:313-350: CE over the T steps'
+    logits concatenated along the batch).
     """
 
     name = "bptt"
-    single_forward = True  # one model(x) per batch: DDP's wrapper sees it
+    default_loss_on = "mean"
+
+    def __init__(self, loss_on: str | None = None):
+        self.set_loss_on(loss_on)
+        # one model(x) per batch: DDP's wrapper sees it; forward_seq bypasses the wrapper, so the
+        # trainer then averages gradients itself (sj_bwsnn.engine.distributed)
+        self.single_forward = self.loss_on == "mean"
 
     def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
         precision = precision or Precision()
         optimizer.zero_grad(set_to_none=True)
         with precision.autocast():
-            logits = model(x)
-            loss = objective(logits, y, x)
+            if self.loss_on == "mean":
+                logits = model(x)
+                loss = objective(logits, y, x)
+            else:
+                require_forward_seq(model, f"{self.name} with train.loss_on: per_step")
+                logits_seq = model.forward_seq(x)
+                loss = sequence_loss(objective, logits_seq, y, x, self.loss_on)
+                logits = logits_seq.mean(0)
         precision.backward(loss)
         precision.step(optimizer)
         return loss.detach(), logits.detach()
@@ -67,8 +96,12 @@ class DSR(BPTT, PerModel):
 
     The model must be built with DSR neurons (``neuron.type: dsr_if | dsr_lif``): their backward
     replaces the spike train by its (weighted) firing rate, ``d rate / d input = 1`` inside
-    ``[0, V_th]`` (``0`` outside) and a gradient for the learnable threshold. The read-out is the
-    rate: ``mean_t fc(pool(s[t])) = fc(pool(mean_t s[t]))``, so the step is :class:`BPTT`'s.
+    ``[0, V_th]`` (``0`` outside) and a gradient for the learnable threshold
+    (:mod:`sj_bwsnn.neuron.dsr`). The read-out is a rate, so the step is :class:`BPTT`'s (loss on
+    the mean by default, as the official code's loss on the rate): with BW-ResNet's default head
+    ``mean_t fc(pool(s[t])) = fc(pool(mean_t s[t]))``; with ``model.kwargs.head: dsr`` the
+    official read-out FC -> BN1d -> neuron -> (weighted) rate (qymeng94/DSR
+    cifar/modules/preresnet.py:147-162; :mod:`sj_bwsnn.models.bw_resnet`).
     """
 
     name = "dsr"
@@ -97,8 +130,8 @@ def trace_decay_for(neuron_cfg) -> float:
 
 def build_method(spec):
     """The training method for a :class:`~sj_bwsnn.engine.recipe.Recipe` (its ``train.method``,
-    ``train.k``, ``train.online_update`` and the neuron's ``tau``) or for a bare method name
-    (default options)."""
+    ``train.loss_on``, ``train.k``, ``train.online_update`` and the neuron's ``tau``) or for a
+    bare method name (default options)."""
     name = spec if isinstance(spec, str) else spec.train.method
     if name not in METHODS:
         raise UserError(f"train.method: unknown method {name!r}{closest(name, METHODS)}; "
@@ -106,12 +139,14 @@ def build_method(spec):
     if isinstance(spec, str):
         return METHODS[name]()
     train = spec.train
+    options = {"loss_on": train.loss_on}
     if name == "sltt_k":
-        return SLTTK(k=train.k)
+        options["k"] = train.k
     if name == "ottt":
-        return OTTT(trace_decay=trace_decay_for(spec.neuron), online_update=train.online_update)
-    return METHODS[name]()
+        options.update(trace_decay=trace_decay_for(spec.neuron), online_update=train.online_update)
+    return METHODS[name](**options)
 
 
-__all__ = ["BPTT", "DSR", "METHODS", "OTTT", "SLTT", "SLTTFused", "SLTTK", "build_method",
-           "presynaptic_traces", "trace_decay_for", "traced_layers"]
+__all__ = ["BPTT", "DSR", "LossPlacement", "METHODS", "OTTT", "SLTT", "SLTTFused", "SLTTK",
+           "build_method", "input_layers", "presynaptic_traces", "trace_decay_for",
+           "traced_layers"]

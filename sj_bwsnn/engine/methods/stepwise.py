@@ -1,11 +1,15 @@
 """SLTT, SLTT-K, OTTT (step by step, memory flat in T) and the fused SLTT variant.
 
-All four minimise the per-step loss of SLTT's code (Meng et al., ICCV 2023)::
+All four minimise, by default, the per-step loss of SLTT's code (Meng et al., ICCV 2023;
+qymeng94/SLTT train_SLTT.py:320-363)::
 
     L = (1/T) * sum_t objective(logits[t], y, x)
 
 with the temporal gradient path dropped: ``V[t-1]`` enters step ``t`` detached, so
-``dL/dW = sum_t dL_t/dW`` through the spatial path of step ``t`` only.
+``dL/dW = sum_t dL_t/dW`` through the spatial path of step ``t`` only. ``sltt``, ``sltt_k`` and
+``ottt`` run backward at every step, so only this ``train.loss_on: per_step`` placement is
+possible for them (``mean`` is refused with one line); ``sltt_fused`` holds all T steps and also
+takes ``loss_on: mean`` (the SLTT gradient of ``objective(mean_t logits[t])``).
 
 * :class:`SLTT` — one step at a time: forward step ``t``, ``backward(L_t)``, detach every neuron's
   state (``functional.detach_net``), next step; gradients accumulate, one optimizer step. Only one
@@ -19,8 +23,12 @@ with the temporal gradient path dropped: ``V[t-1]`` enters step ``t`` detached, 
   (``torch.randperm``, so runs are seeded); the other steps run under ``no_grad``, and the loss
   still divides by T (as in SLTT-K's code). Cheaper per batch than ``sltt``.
 * :class:`OTTT` — :class:`SLTT` plus presynaptic traces for the weight gradient of every conv /
-  linear after the stem (:mod:`.traces`); ``online_update=True`` takes an optimizer step after
-  every time step (OTTT_O), ``False`` accumulates over the batch (OTTT_A).
+  linear except the layer(s) that see the raw input (:mod:`.traces`); ``online_update=True``
+  takes an optimizer step after every time step (OTTT_O), ``False`` accumulates over the batch
+  (OTTT_A). Neurons must reset softly (``v_reset=None``, as OTTT's OnlineLIFNode,
+  pkuxmq/OTTT-SNN modules/neuron.py:62-82): the trace ``a_hat`` is the leaky sum of a layer's
+  inputs, which equals the membrane's dependence on the weights only when no hard reset zeroes
+  the membrane. A model with hard-reset neurons is refused with one line.
 """
 
 from __future__ import annotations
@@ -30,17 +38,25 @@ from contextlib import nullcontext
 import torch
 from spikingjelly.activation_based import functional
 
+from ..objectives import sequence_loss
 from ..precision import Precision
 from ...errors import UserError
+from .base import STEPWISE_MEAN_WHY, LossPlacement
 from .traces import presynaptic_traces, traced_layers
+
+
+def require_forward_seq(model, why: str = "step-wise training") -> None:
+    """One clear line when ``model`` cannot give per-step logits."""
+    if not hasattr(model, "forward_seq"):
+        raise UserError(f"{why} needs a model with forward_seq(x) -> [T, N, K]; "
+                        f"{type(model).__name__} has none (use train.method: bptt with "
+                        f"train.loss_on: mean)")
 
 
 def step_inputs(model, x: torch.Tensor) -> list[torch.Tensor]:
     """One-step inputs ``[1, N, ...]``: frame ``t`` of ``[T, N, C, H, W]`` input, or the static
     image ``[N, C, H, W]`` repeated ``model.T`` times (direct encoding)."""
-    if not hasattr(model, "forward_seq"):
-        raise UserError(f"step-wise training needs a model with forward_seq(x) -> [T, N, K]; "
-                        f"{type(model).__name__} has none (use train.method: bptt)")
+    require_forward_seq(model)
     if x.dim() == 5:
         return [x[t:t + 1] for t in range(x.shape[0])]
     return [x.unsqueeze(0)] * int(model.T)
@@ -58,11 +74,16 @@ class PerModel:
         return self._cached
 
 
-class _StepWise(PerModel):
+class _StepWise(PerModel, LossPlacement):
     """Shared loop: per step forward, ``loss_t / T``, backward where ``grad_steps`` says."""
 
     online_update = False
     single_forward = False  # calls model.forward_seq, not model(x): no DDP wrapper
+    loss_on_choices = ("per_step",)
+    loss_on_why = STEPWISE_MEAN_WHY
+
+    def __init__(self, loss_on: str | None = None):
+        self.set_loss_on(loss_on)
 
     def grad_steps(self, T: int) -> set[int]:
         return set(range(T))
@@ -108,7 +129,8 @@ class SLTTK(_StepWise):
 
     name = "sltt_k"
 
-    def __init__(self, k: int = 1):
+    def __init__(self, k: int = 1, loss_on: str | None = None):
+        super().__init__(loss_on)
         if k < 1:
             raise UserError(f"train.k must be >= 1 for sltt_k, got {k}")
         self.k = int(k)
@@ -129,30 +151,47 @@ class OTTT(_StepWise):
 
     name = "ottt"
 
-    def __init__(self, trace_decay: float = 0.5, online_update: bool = False):
+    def __init__(self, trace_decay: float = 0.5, online_update: bool = False,
+                 loss_on: str | None = None):
+        super().__init__(loss_on)
         if not 0.0 <= trace_decay <= 1.0:
             raise UserError(f"OTTT trace decay must lie in [0, 1], got {trace_decay}")
         self.trace_decay = float(trace_decay)
         self.online_update = bool(online_update)
 
     def context(self, model):
-        return presynaptic_traces(self.per_model(model, traced_layers), self.trace_decay)
+        return presynaptic_traces(self.per_model(model, _ottt_layers), self.trace_decay)
+
+
+def _ottt_layers(model) -> list:
+    """The layers OTTT traces, after refusing hard-reset neurons (class docstring)."""
+    hard = [(name, m.v_reset) for name, m in model.named_modules()
+            if hasattr(m, "v_threshold") and getattr(m, "v_reset", None) is not None]
+    if hard:
+        name, v_reset = hard[0]
+        raise UserError(f"train.method ottt needs soft-reset neurons (v_reset=None, as OTTT's "
+                        f"code); neuron '{name}' resets to {v_reset}: set neuron.v_reset: null "
+                        f"or neuron.preset: ottt")
+    return traced_layers(model)
 
 
 class SLTTFused(_StepWise):
     """The SLTT gradient from one multi-step forward with ``temporal_grad=False`` nodes (fast,
-    memory O(T)); see the module docstring for when to prefer :class:`SLTT`."""
+    memory O(T)); see the module docstring for when to prefer :class:`SLTT`. Takes
+    ``loss_on: mean`` as well (all T steps' logits exist before the one backward)."""
 
     name = "sltt_fused"
 
+    loss_on_choices = ("mean", "per_step")
+
     def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
         precision = precision or Precision()
+        require_forward_seq(model, "sltt_fused")
         self.per_model(model, _drop_temporal_grad)
         optimizer.zero_grad(set_to_none=True)
         with precision.autocast():
             logits_seq = model.forward_seq(x)
-            T = logits_seq.shape[0]
-            loss = sum(objective(logits_seq[t], y, x) for t in range(T)) / T
+            loss = sequence_loss(objective, logits_seq, y, x, self.loss_on)
         precision.backward(loss)
         precision.step(optimizer)
         return loss.detach(), logits_seq.detach().mean(0)

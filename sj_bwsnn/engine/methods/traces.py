@@ -23,18 +23,34 @@ from spikingjelly.activation_based.layer.online_learning import ReplaceforGrad
 from torch import nn
 
 
-def traced_layers(model: nn.Module, skip: tuple[str, ...] = ("stem",)) -> list[nn.Module]:
-    """Every ``nn.Conv2d`` / ``nn.Linear`` (binary and SpikingJelly layers subclass them) outside
-    the submodules named in ``skip``.
+_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
-    As in SpikingJelly's ``OTTTSequential`` and the OTTT code, layers after the first spiking
-    neuron get traces (the classifier included); the stem sees the raw input and keeps its plain
-    gradient. BatchNorm parameters keep plain (per-step) gradients.
+
+def input_layers(model: nn.Module) -> list[nn.Module]:
+    """The conv / linear layers that see the model's raw input (image or event frames).
+
+    A model may declare them with an ``input_layers()`` method; otherwise the first conv / linear
+    in module order is taken, which is the stem's conv for BW-ResNet and the patch stem's first
+    conv for BW-Spikformer (tests/test_methods.py checks both with forward hooks).
     """
-    skipped = {id(m) for name in skip if hasattr(model, name)
-               for m in getattr(model, name).modules()}
-    return [m for m in model.modules()
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in skipped]
+    declared = getattr(model, "input_layers", None)
+    if callable(declared):
+        return list(declared())
+    first = next((m for m in model.modules() if isinstance(m, _WEIGHTED)), None)
+    return [first] if first is not None else []
+
+
+def traced_layers(model: nn.Module, skip: list[nn.Module] | None = None) -> list[nn.Module]:
+    """Every conv / linear layer (binary and SpikingJelly layers subclass them) except ``skip``,
+    by default :func:`input_layers`.
+
+    As in the OTTT code (pkuxmq/OTTT-SNN models/spiking_vgg.py:224-231: the first conv is not
+    wrapped by ``WrapedSNNOp``) and SpikingJelly's ``OTTTSequential``, layers after the first
+    spiking neuron get traces (the classifier included); the layer that sees the raw input keeps
+    its plain gradient. BatchNorm parameters keep plain (per-step) gradients.
+    """
+    skipped = {id(m) for m in (input_layers(model) if skip is None else skip)}
+    return [m for m in model.modules() if isinstance(m, _WEIGHTED) and id(m) not in skipped]
 
 
 def _traced_forward(layer_forward, traces: dict, key: int, decay: float):
