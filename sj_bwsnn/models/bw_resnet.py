@@ -82,7 +82,10 @@ class BWResNet(SpikingClassifier):
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:  # static image: the stem sees identical input at every step, run it once
             y = self.stem(x)
-            return y.unsqueeze(0).repeat(self.T, *([1] * y.dim()))
+            # T copies stacked over the batch dim, then split off as [T, N, ...]: cat keeps y's memory
+            # format (a channels_last stem output stays channels_last at every step, as the neurons
+            # and convs want it), which unsqueeze(0).repeat(T, ...) would turn into NCHW
+            return torch.cat([y] * self.T).view(self.T, *y.shape)
         if x.dim() == 5:  # [T', N, C, H, W] frames
             return functional.seq_to_ann_forward(x, self.stem)
         raise ValueError(f"expected [N, C, H, W] or [T, N, C, H, W] input, got {tuple(x.shape)}")
