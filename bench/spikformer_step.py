@@ -1,7 +1,7 @@
 """Training-step time of BW-Spikformer-Ti against SpikingJelly 2.0's spikformer_ti (needs a GPU).
 
     python bench/spikformer_step.py                 # T=4, B=64, 224 px, bf16 autocast, eager + compile
-    python bench/spikformer_step.py --modes eager --iters 20
+    python bench/spikformer_step.py --no-compile --iters 10     # eager only (= --modes eager)
     python bench/spikformer_step.py --models bw_spikformer_ti sj_spikformer_ti --compile-models bw_spikformer_ti
     python bench/spikformer_step.py --smoke         # CPU smoke run of the code path, tiny sizes,
                                                     # no JSON unless --out is given
@@ -65,6 +65,7 @@ def parse_args(argv):
     p.add_argument("--compile-models", nargs="*", choices=MODELS, default=None,
                    help="which models run in mode compile (default: all of --models but the "
                         "precision-API one)")
+    p.add_argument("--no-compile", action="store_true", help="eager only (same as --modes eager)")
     p.add_argument("--compile-mode", default="default")
     p.add_argument("--T", type=int, default=4)
     p.add_argument("--batch", type=int, default=64)
@@ -78,6 +79,8 @@ def parse_args(argv):
                    help="JSON path (default bench/results/spikformer_step_<device>_<UTC time>.json; "
                         "none with --smoke)")
     args = p.parse_args(argv)
+    if args.no_compile:
+        args.modes = ["eager"]
     if args.models is None:
         args.models = [m for m in MODELS if not (args.smoke and m.endswith("_precision"))]
     if args.compile_models is None:

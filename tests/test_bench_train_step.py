@@ -141,3 +141,17 @@ def test_an_interrupted_run_leaves_partial_json(tmp_path, monkeypatch):
     data = json.loads(out.read_text())
     assert data["complete"] is False and data["error"] == "KeyboardInterrupt"
     assert [r["model"] for r in data["rows"]] == ["bw_resnet18"]
+
+
+def test_spikformer_step_quick_modes():
+    sf = importlib.import_module("spikformer_step")
+    full = sf.parse_args(["--out", "x.json"])
+    assert "sj_spikformer_ti_precision" in full.models and "sj_spikformer_ti_precision" not in full.compile_models
+    assert sf.runs(full)[:4] == [(m, "eager") for m in sf.MODELS] and len(sf.runs(full)) == 7
+    quick = sf.parse_args(["--models", "bw_spikformer_ti", "sj_spikformer_ti", "--compile-models", "bw_spikformer_ti",
+                           "--out", "x.json"])
+    assert sf.runs(quick) == [("bw_spikformer_ti", "eager"), ("sj_spikformer_ti", "eager"),
+                              ("bw_spikformer_ti", "compile")]
+    assert sf.runs(sf.parse_args(["--no-compile", "--out", "x.json"])) == [(m, "eager") for m in sf.MODELS]
+    smoke = sf.parse_args(["--smoke"])
+    assert smoke.out is None and smoke.modes == ["eager"] and "sj_spikformer_ti_precision" not in smoke.models
