@@ -320,6 +320,19 @@ def event_times_ms(fn, reps: int, warmup: int = 3, cuda: bool | None = None) -> 
     return [s.elapsed_time(e) for s, e in pairs]
 
 
+def wall_and_cpu_times_ms(fn, reps: int) -> tuple[list[float], list[float]]:
+    """CPU runs: per call, the wall time (``perf_counter``) and this process's CPU time
+    (``process_time``, all its threads). On a shared machine the CPU time leaves out the time the
+    process waited for a core; with one thread it is the compute the call took."""
+    wall, cpu = [], []
+    for _ in range(reps):
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        cpu.append((time.process_time() - c0) * 1e3)
+        wall.append((time.perf_counter() - w0) * 1e3)
+    return wall, cpu
+
+
 def host_issue_us(fn, bursts: int = 10, burst: int = 3, sync=None) -> dict:
     """Host time to issue one call of ``fn``, in µs: ``bursts`` short bursts of ``burst`` calls, each
     started on an idle device (``sync`` before it, default ``torch.cuda.synchronize``) and timed with

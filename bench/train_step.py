@@ -22,7 +22,8 @@ cat that keeps channels_last) and the same stem type (``--stem``; ``cifar`` swap
 conv + max-pool for a 3x3/1 conv, as ours). One difference stays and is printed: our stem runs once on
 B images and its output is repeated over T; SpikingJelly's runs on T*B images (plus a LIF after it).
 
-Times: median over ``--reps`` of CUDA-event time (CPU: ``perf_counter``) around the Python step after
+Times: median over ``--reps`` of CUDA-event time (CPU: ``perf_counter``, and the process's CPU time
+``cpu_median_ms``, which leaves out waiting for a core on a shared machine) around the Python step after
 ``--warmup`` steps (compilation happens in warm-up and is timed separately); peak memory is
 ``max_memory_allocated`` after a reset that follows the warm-up. Every row records the LIF path that ran
 (counted during an untimed eager forward; see ``bench/_sj.py``). Writes
@@ -33,6 +34,7 @@ what finished. Needs CUDA (or ``--device cpu``): one line and exit 2 otherwise.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -217,7 +219,11 @@ def measure(name: str, compiled: bool, args, device: torch.device) -> dict:
     row["warmup_s"] = time.perf_counter() - t0
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times = event_times_ms(step, args.reps, warmup=0, cuda=cuda)
+    if cuda:
+        times = event_times_ms(step, args.reps, warmup=0, cuda=True)
+    else:  # wall time, and this process's CPU time (robust to a shared machine with --threads 1)
+        times, cpu = _common.wall_and_cpu_times_ms(step, args.reps)
+        row.update(cpu_median_ms=statistics.median(cpu), cpu_times_ms=cpu)
     row.update(_common.summary_ms(times))
     row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     if compiled:
@@ -226,13 +232,14 @@ def measure(name: str, compiled: bool, args, device: torch.device) -> dict:
 
 
 def print_rows(rows):
-    print(f"\n{'model':30} {'compiled':>8} {'batch':>5} {'ms/step':>9} {'peak GiB':>8}  LIF that ran")
+    print(f"\n{'model':30} {'compiled':>8} {'batch':>5} {'ms/step':>9} {'CPU ms':>9} {'peak GiB':>8}  LIF that ran")
     for r in rows:
         if "error" in r:
             print(f"{r['model']:30} {str(r['compiled']):>8} {r['batch']:>5}  failed: {r['error'][:90]}")
         else:
-            peak = f"{r['peak_mem_gib']:8.2f}" if r["peak_mem_gib"] is not None else f"{'-':>8}"
-            print(f"{r['model']:30} {str(r['compiled']):>8} {r['batch']:>5} {r['median_ms']:9.2f} {peak}  "
+            peak = f"{r['peak_mem_gib']:8.2f}" if r.get("peak_mem_gib") is not None else f"{'-':>8}"
+            cpu = f"{r['cpu_median_ms']:9.2f}" if "cpu_median_ms" in r else f"{'-':>9}"
+            print(f"{r['model']:30} {str(r['compiled']):>8} {r['batch']:>5} {r['median_ms']:9.2f} {cpu} {peak}  "
                   f"{r.get('ran', '')}")
 
 

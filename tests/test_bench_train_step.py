@@ -122,6 +122,7 @@ def test_cpu_run_records_everything_and_keeps_rows_when_a_model_fails(tmp_path, 
                 "times_ms", "median_ms", "peak_mem_gib"):
         assert key in ours, key
     assert ours["lif_paths"] == {"sj_op": 17} and len(ours["times_ms"]) == 2 and ours["dtype"] == "float32"
+    assert len(ours["cpu_times_ms"]) == 2 and ours["cpu_median_ms"] > 0
 
 
 def test_an_interrupted_run_leaves_partial_json(tmp_path, monkeypatch):
