@@ -142,7 +142,10 @@ class BWResNet(SpikingClassifier):
         check_model_input(x, type(self).__name__, self.T, self.in_chans)
         if x.dim() == 4:  # static image: the stem sees identical input at every step, run it once
             y = self.stem(x)
-            return y.unsqueeze(0).repeat(self.T, *([1] * y.dim()))
+            # T copies stacked over the batch dim, then split off as [T, N, ...]: cat keeps y's memory
+            # format (a channels_last stem output stays channels_last at every step, as the neurons
+            # and convs want it), which unsqueeze(0).repeat(T, ...) would turn into NCHW
+            return torch.cat([y] * self.T).view(self.T, *y.shape)
         return functional.seq_to_ann_forward(x, self.stem)  # [T', N, C, H, W] frames
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
