@@ -42,7 +42,6 @@ from .energy_models import MODELS, Costs, compute_energy, lemaire_energy
 from .profile import profile_forward
 
 CONVENTIONS = ("sj", "paper")
-E_MAC_PJ, E_AC_PJ = 4.6, 0.9  # the fp32 preset (energy_models.PRECISIONS)
 TOP = "(top level)"
 SJ_SOURCE = ("SpikingJelly 2.0 op_counter: ACCounter and MACCounter in DispatchCounterMode, "
              "WeightBinarizer ignored (alpha is stored once when deployed); sops = the ACs of "
@@ -196,7 +195,7 @@ def energy_report(model: nn.Module, batches, T: int, *, convention: str = "sj",
     rep = {"T": T, "samples": samples, "convention": convention, "neurons": neurons,
            "mean_firing_rate": (sum(x["firing_rate"] for x in neurons) / len(neurons))
            if neurons else None,
-           **{k: v for k, v in chosen.items()}, other: sj if other == "sj" else paper,
+           **chosen, other: sj if other == "sj" else paper,
            "difference": _difference(sj, paper), "energy": energy, "notes": notes}
     if neurobench:
         from .nbmetrics import neurobench_metrics
