@@ -5,7 +5,9 @@
     sj-bwsnn eval RECIPE --checkpoint FILE [--ema] [--set ...]
     sj-bwsnn recipes
     sj-bwsnn summary RECIPE|CHECKPOINT [--json]
-    sj-bwsnn energy RECIPE --checkpoint FILE [--batches N] [--json] [--plot FILE.png]
+    sj-bwsnn energy RECIPE --checkpoint FILE [--batches N] [--convention sj|paper]
+                    [--model horowitz|simple|lemaire] [--precision fp32|fp16|int8]
+                    [--binary-weights] [--neurobench] [--json] [--plot FILE.png]
     sj-bwsnn export CHECKPOINT --out FILE
     sj-bwsnn doctor
 
@@ -202,33 +204,34 @@ def cmd_summary(args) -> int:
 
 
 def cmd_energy(args) -> int:
-    from .analysis.energy import E_AC_PJ, E_MAC_PJ, energy_report, format_energy, plot_firing_rates
+    from .analysis.energy import check_options, energy_report, format_energy, plot_firing_rates
     from .analysis.source import build_source, sample_batches
     from .engine import load_checkpoint, load_recipe
 
-    e_mac = E_MAC_PJ if args.e_mac is None else args.e_mac
-    e_ac = E_AC_PJ if args.e_ac is None else args.e_ac
     if args.batches is not None and args.batches < 1:
         raise UserError(f"--batches must be >= 1, got {args.batches}")
-    if e_mac < 0 or e_ac < 0:
-        raise UserError("--e-mac and --e-ac are energies in pJ and must be >= 0")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise UserError(f"--plot writes a PNG; give a file name ending in .png, got {args.plot}")
+    options = dict(convention=args.convention, precision=args.precision,
+                   binary_weights=args.binary_weights, e_mac=args.e_mac, e_ac=args.e_ac)
+    check_options(model=args.model, **options)  # refused before anything is loaded
     from .engine.build import pick_device
 
     src = build_source(load_recipe(find_recipe(args.recipe), args.set),
                        load_checkpoint(args.checkpoint)["model"], args.checkpoint)
     src.model.to(pick_device(src.recipe.train.device))
-    # streamed: the test set is never held in memory at once
-    rep = energy_report(src.model, sample_batches(src, args.batches), src.recipe.T, e_mac, e_ac)
+    # streamed: the test set is never held in memory at once (lemaire streams it a second time)
+    rep = energy_report(src.model, lambda: sample_batches(src, args.batches), src.recipe.T,
+                        energy_model=args.model, neurobench=args.neurobench, **options)
     if args.plot:
         plot_firing_rates(rep, args.plot)
     if args.json:
         _print_json({"checkpoint": args.checkpoint,
                      "firing_rate_definition": "spikes per neuron per time step, averaged over "
-                     "T and the samples", "energy_unit": "pJ per sample", **rep})
+                     "T and the samples", "count_unit": "operations per sample (all T steps)",
+                     "energy_unit": "pJ per sample", **rep})
     else:
-        print(format_energy(rep, rep["samples"]))
+        print(format_energy(rep))
         if args.plot:
             print(f"wrote {args.plot}")
     return 0
@@ -310,14 +313,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the same numbers as JSON")
     s.set_defaults(func=cmd_summary)
 
-    en = sub.add_parser("energy", help="firing rates, SOPs and energy estimate on test data")
+    en = sub.add_parser("energy", help="firing rates, operation counts and energy on test data "
+                                       "(SpikingJelly's op counters and the paper convention)")
     en.add_argument("recipe")
     en.add_argument("--checkpoint", required=True)
     _add_set(en)
     en.add_argument("--batches", type=int, help="test batches to run (default: all)")
-    en.add_argument("--e-mac", type=float, help="pJ per MAC (default 4.6: 32-bit float, 45 nm)")
-    en.add_argument("--e-ac", type=float, help="pJ per AC (default 0.9: 32-bit float, 45 nm)")
-    en.add_argument("--json", action="store_true")
+    en.add_argument("--convention", default="sj", metavar="sj|paper",
+                    help="counts of the table and the energy: sj = SpikingJelly's exact op counters "
+                         "(default), paper = FLOPs x firing rate (Spikformer / SEW-ResNet); both "
+                         "are reported")
+    en.add_argument("--model", default="horowitz", metavar="horowitz|simple|lemaire",
+                    help="energy model: horowitz = E_MAC x MACs + E_AC x ACs (default), simple = "
+                         "SpikingJelly's, with memory traffic, lemaire = SpikingJelly's analytical "
+                         "model (Lemaire et al. 2022); see docs/analysis.md")
+    en.add_argument("--precision", default="fp32", metavar="fp32|fp16|int8",
+                    help="arithmetic / storage preset (Horowitz 2014); default fp32")
+    en.add_argument("--binary-weights", action="store_true",
+                    help="cost 1-bit layers as 1-bit hardware: +-1 accumulates at a 32-bit "
+                         "integer add, weights read at 1 bit")
+    en.add_argument("--e-mac", type=float, help="pJ per MAC (overrides the preset; fp32: 4.6)")
+    en.add_argument("--e-ac", type=float, help="pJ per AC (overrides the preset; fp32: 0.9)")
+    en.add_argument("--neurobench", action="store_true",
+                    help="add NeuroBench's metrics (footprint, connection / activation sparsity, "
+                         "synaptic operations)")
+    en.add_argument("--json", action="store_true", help="print the same numbers as JSON")
     en.add_argument("--plot", metavar="FILE.png", help="bar chart of firing rate per layer")
     en.set_defaults(func=cmd_energy)
 
