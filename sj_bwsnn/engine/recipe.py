@@ -306,8 +306,9 @@ def read_yaml(path: Path) -> dict:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"recipe {path}{where}: invalid YAML: {problem}") from None
-    if tree is None:
-        tree = {}
+    if tree is None:  # an empty file, or comments only; `{}` asks for the defaults on purpose
+        raise UserError(f"recipe {path} is empty (no keys); start from a bundled recipe "
+                        f"(`sj-bwsnn recipes` lists them), or write {{}} for all defaults")
     if not isinstance(tree, dict):
         raise UserError(f"recipe {path} must be a YAML mapping of keys, got {type(tree).__name__}")
     return tree
