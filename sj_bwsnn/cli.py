@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, closest
 
 EXIT_USAGE = 2
 
@@ -37,7 +37,17 @@ def recipe_dirs() -> list[Path]:
 def find_recipe(name: str) -> Path:
     """A recipe path as given, or a bundled recipe by name (with or without ``.yaml``)."""
     path = Path(name)
+    if path.is_dir():
+        inside = path / "recipe.yaml"
+        raise UserError(f"recipe {name} is a folder; give a YAML file"
+                        + (f", e.g. {inside} (the recipe of that run)" if inside.is_file() else ""))
     if path.exists():
+        from .engine.checkpoint import is_torch_file
+
+        if is_torch_file(path):
+            raise UserError(f"{name} is a checkpoint, not a recipe; give the recipe (a YAML path or "
+                            f"bundled name; a run keeps its own as OUT/recipe.yaml) and the "
+                            f"checkpoint with --checkpoint")
         return path
     stem = path.stem if path.suffix in (".yaml", ".yml") else path.name
     for d in recipe_dirs():
@@ -59,23 +69,39 @@ def list_recipes() -> list[tuple[str, str]]:
     return [(k, v[0] if v else "") for k, v in sorted(seen.items())]
 
 
-def _prepare_out(out: Path, resume: bool) -> None:
-    """Create OUT (or check it for --resume); refuse to overwrite an earlier run."""
+def _prepare_out(out: Path, resume: bool) -> list[Path]:
+    """Create OUT (or check it for --resume); refuse to overwrite an earlier run. Returns the
+    folders it created, deepest first, for :func:`_remove_if_empty`."""
     last = out / "last.pt"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the run")
     if resume:
         if not last.is_file():
             raise UserError(f"--resume: no checkpoint at {last}; start without --resume")
-        return
+        return []
     if last.exists():
         raise UserError(f"{out} already holds a run ({last}); pass --resume to continue it "
                         f"or choose another --out")
+    created = [d for d in [out, *out.parents] if not d.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-probe"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
+        _remove_if_empty(created)
         raise UserError(f"output directory {out} is not writable ({e.strerror})") from None
+    return created
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """A run that never started leaves nothing behind: remove these folders (deepest first)
+    while they are empty."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def cmd_train(args) -> int:
@@ -92,18 +118,19 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / path.stem / time.strftime("%Y%m%d-%H%M%S")
     distributed.init_distributed(pick_device(recipe.train.device))
     main = distributed.world()[0] == 0
-    fresh = not out.exists()
-    if main:
-        _prepare_out(out, args.resume)
+    created = _prepare_out(out, args.resume) if main else []
     try:
         try:
             trainer = Trainer(recipe, out)
-        except UserError:
-            if main and fresh and out.is_dir() and not any(out.iterdir()):
-                out.rmdir()  # a run that never started leaves nothing behind
+        except BaseException:  # bad data, a bug, Ctrl-C while the data set loads
+            _remove_if_empty(created)
             raise
         if args.resume:
             trainer.load_state(load_checkpoint(out / "last.pt"), out / "last.pt")
+            if args.stop_after is not None and trainer.epoch >= args.stop_after:
+                raise UserError(f"--stop-after {args.stop_after}: {out / 'last.pt'} already "
+                                f"finished epoch {trainer.epoch}; give a later epoch, or leave "
+                                f"--stop-after out to run to train.epochs")
             if main:
                 print(f"resuming {out} after epoch {trainer.epoch}")
         elif main:
@@ -141,16 +168,17 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from .engine import Trainer, load_checkpoint, load_recipe
-    from .engine.checkpoint import load_model_state
+    from .engine.checkpoint import check_trained_with, load_model_state
 
     recipe = load_recipe(find_recipe(args.recipe), args.set)
     ckpt = load_checkpoint(args.checkpoint)
+    if args.ema and not ckpt.get("ema"):
+        raise UserError(f"--ema: {args.checkpoint} holds no EMA weights (train with "
+                        f"train.ema_decay set)")
+    check_trained_with(args.recipe, recipe, args.set, ckpt, args.checkpoint)
     trainer = Trainer(recipe, None, training=False)
     state = ckpt["model"]
     if args.ema:
-        if not ckpt.get("ema"):
-            raise UserError(f"--ema: {args.checkpoint} holds no EMA weights (train with "
-                            f"train.ema_decay set)")
         # timm's ModelEmaV3 keeps the averaged copy as its `module`: strip that prefix
         from timm.models import clean_state_dict
 
@@ -173,8 +201,9 @@ def _analysis_source(target: str, sets: list[str]):
     """A recipe (path or bundled name) or a checkpoint file -> analysis ``Source``."""
     from .analysis.source import build_source, is_checkpoint_path, source_from_checkpoint
     from .engine import load_recipe
+    from .engine.checkpoint import is_torch_file
 
-    if is_checkpoint_path(target):
+    if is_checkpoint_path(target) or is_torch_file(Path(target)):
         if sets:
             raise UserError("--set applies to recipes; a checkpoint carries its own recipe")
         return source_from_checkpoint(target)
@@ -216,9 +245,14 @@ def cmd_energy(args) -> int:
                    binary_weights=args.binary_weights, e_mac=args.e_mac, e_ac=args.e_ac)
     check_options(model=args.model, **options)  # refused before anything is loaded
     from .engine.build import pick_device
+    from .engine.checkpoint import check_trained_with, check_writable
 
-    src = build_source(load_recipe(find_recipe(args.recipe), args.set),
-                       load_checkpoint(args.checkpoint)["model"], args.checkpoint)
+    if args.plot:
+        check_writable(args.plot)  # now, not after the whole test set
+    recipe = load_recipe(find_recipe(args.recipe), args.set)
+    ckpt = load_checkpoint(args.checkpoint)
+    check_trained_with(args.recipe, recipe, args.set, ckpt, args.checkpoint)
+    src = build_source(recipe, ckpt["model"], args.checkpoint)
     src.model.to(pick_device(src.recipe.train.device))
     # streamed: the test set is never held in memory at once (lemaire streams it a second time)
     rep = energy_report(src.model, lambda: sample_batches(src, args.batches), src.recipe.T,
@@ -243,11 +277,14 @@ def cmd_export(args) -> int:
 
     from .analysis.export import export_model, load_exported
     from .analysis.source import sample_batches, source_from_checkpoint
+    from .engine.checkpoint import check_writable
 
-    src = source_from_checkpoint(args.checkpoint)
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise UserError(f"--out: folder {out.parent} does not exist")
+    if out.exists() and Path(args.checkpoint).exists() and out.samefile(args.checkpoint):
+        raise UserError(f"--out {out} is the checkpoint itself; write the export to another file "
+                        f"(e.g. {out.with_suffix('.bwsnn')})")
+    check_writable(out)
+    src = source_from_checkpoint(args.checkpoint)
     sizes = export_model(src.model, src.recipe.to_dict(), src.info, out)
     # check the promise: the reloaded model gives identical outputs on real test inputs
     x = next(sample_batches(src, 1))
@@ -260,9 +297,12 @@ def cmd_export(args) -> int:
     same = torch.equal(a, b)
     print(f"wrote {out} ({sizes['file_bytes'] / 1024:.1f} KiB; checkpoint "
           f"{Path(args.checkpoint).stat().st_size / 1024:.1f} KiB)")
-    print(f"{sizes['binary_layers']} binary layers: {sizes['binary_bytes_fp32'] / 1024:.1f} KiB "
-          f"as fp32 -> {sizes['binary_bytes_packed'] / 1024:.1f} KiB packed (1-bit signs + fp32 "
-          f"alpha per channel): {sizes['ratio']:.1f}x smaller")
+    if sizes["binary_layers"]:
+        print(f"{sizes['binary_layers']} binary layers: {sizes['binary_bytes_fp32'] / 1024:.1f} KiB "
+              f"as fp32 -> {sizes['binary_bytes_packed'] / 1024:.1f} KiB packed (1-bit signs + "
+              f"fp32 alpha per channel): {sizes['ratio']:.1f}x smaller")
+    else:
+        print("no binary layers (a full-precision model): every weight stored as it is")
     print(f"reloaded with sj_bwsnn.load_exported: outputs on {x.shape[0]} test inputs "
           f"{'identical' if same else 'DIFFER (max |diff| %.3g)' % (a - b).abs().max().item()}")
     return 0 if same else 1
@@ -281,8 +321,22 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
                         help="override a recipe key, e.g. --set train.epochs=1 --set T=2")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one :class:`UserError` line like every other (no usage block)."""
+
+    def error(self, message: str):
+        import re
+
+        m = re.match(r"argument command: invalid choice: '([^']*)'", message)
+        if m and self._subparsers is not None:
+            commands = [c for a in self._subparsers._group_actions for c in (a.choices or {})]
+            message = (f"unknown command '{m.group(1)}'{closest(m.group(1), commands)}; "
+                       f"the commands are {', '.join(commands)}")
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sj-bwsnn", description="Train binary-weight SNNs from YAML recipes.")
+    p = _Parser(prog="sj-bwsnn", description="Train binary-weight SNNs from YAML recipes.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -351,16 +405,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e: UserError) -> str:
+    """The message of ``e``; a UserError raised in a DataLoader worker process arrives wrapped in
+    the worker's traceback ("Caught UserError in DataLoader worker ..."): its own last line."""
+    text = str(e).strip()
+    if "\n" in text and text.startswith("Caught UserError"):
+        text = text.splitlines()[-1].split("UserError: ", 1)[-1]
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    try:
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:
+            where = f"sj-bwsnn {args.command}"
+            raise UserError(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
+    except UserError as e:  # a mistake on the command line itself
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     debug = args.debug or os.environ.get("SJ_BWSNN_DEBUG") == "1"
     try:
         return args.func(args)
     except UserError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
 
 

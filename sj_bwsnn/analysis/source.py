@@ -12,6 +12,7 @@ from ..engine.checkpoint import load_checkpoint, load_model_state
 from ..engine.recipe import Recipe, recipe_from_dict
 from ..engine.build import build_model
 from ..engine.trainer import seed_everything
+from ..errors import UserError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
@@ -45,7 +46,15 @@ def build_source(recipe: Recipe, state: dict | None = None, path: str | Path = "
 def source_from_checkpoint(path: str | Path) -> Source:
     """The model of an sj_bwsnn training checkpoint, rebuilt from the recipe stored in it."""
     ckpt = load_checkpoint(path)
-    return build_source(recipe_from_dict(ckpt.get("recipe") or {}), ckpt["model"], path)
+    if not isinstance(ckpt.get("recipe"), dict):  # never rebuild on default settings silently
+        raise UserError(f"checkpoint {path} holds no recipe to rebuild its model from (not written "
+                        f"by `sj-bwsnn train`?); give a run's last.pt or best.pt")
+    try:
+        recipe = recipe_from_dict(ckpt["recipe"])
+    except UserError as e:  # e.g. written by a version with other recipe keys
+        raise UserError(f"the recipe stored in {path} does not load here (written by another "
+                        f"sj_bwsnn version?): {e}") from None
+    return build_source(recipe, ckpt["model"], path)
 
 
 def sample_batches(src: Source, n_batches: int | None):

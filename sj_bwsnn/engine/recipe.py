@@ -287,6 +287,29 @@ def _pair(v) -> bool:
             and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in v))
 
 
+# Keys that name or describe a recipe's settings without being settings: two recipes that differ
+# only here describe the same run (``neuron.preset`` is already resolved into the neuron keys).
+LABEL_KEYS = frozenset({"description", "neuron.preset"})
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}`` (``kwargs`` mappings stay whole values)."""
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v and k != "kwargs":
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def setting_differences(a: Recipe, b: Recipe) -> dict[str, tuple[Any, Any]]:
+    """``{key: (value in a, value in b)}`` for every flattened key whose value differs, in
+    ``a``'s key order, leaving out :data:`LABEL_KEYS`."""
+    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
+    return {k: (v, fb.get(k)) for k, v in fa.items() if k not in LABEL_KEYS and v != fb.get(k)}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``'optim.lr=0.1'`` -> ``(['optim', 'lr'], 0.1)``; the value is parsed as YAML."""
     if "=" not in text:
@@ -328,8 +351,9 @@ def read_yaml(path: Path) -> dict:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"recipe {path}{where}: invalid YAML: {problem}") from None
-    if tree is None:
-        tree = {}
+    if tree is None:  # an empty file, or comments only; `{}` asks for the defaults on purpose
+        raise UserError(f"recipe {path} is empty (no keys); start from a bundled recipe "
+                        f"(`sj-bwsnn recipes` lists them), or write {{}} for all defaults")
     if not isinstance(tree, dict):
         raise UserError(f"recipe {path} must be a YAML mapping of keys, got {type(tree).__name__}")
     return tree

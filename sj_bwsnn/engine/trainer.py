@@ -45,7 +45,7 @@ from .distill import build_teacher, init_from_checkpoint
 from .methods import build_method
 from .objectives import build_objective
 from .precision import Precision
-from .recipe import Recipe, recipe_from_dict
+from .recipe import Recipe, recipe_from_dict, setting_differences
 from .runlog import TensorBoard, plot_curves, progress
 
 __all__ = ["Trainer", "build_model", "param_groups", "pick_device", "seed_everything"]
@@ -72,17 +72,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float, binary_weight_deca
         groups[key].append(p)
     decay = {"binary": binary_weight_decay, "decay": weight_decay, "no_decay": 0.0}
     return [{"params": ps, "weight_decay": decay[k]} for k, ps in groups.items() if ps]
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``."""
-    flat = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v and k != "kwargs":
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -207,10 +196,9 @@ class Trainer:
         }
 
     def load_state(self, ckpt: dict, path: Path) -> None:
-        saved = _flatten(recipe_from_dict(ckpt["recipe"]).to_dict())
-        now = _flatten(self.recipe.to_dict())
-        saved["train.epochs"] = now["train.epochs"]  # extending a run is allowed
-        diff = [k for k in now if saved.get(k) != now[k]]
+        diff = setting_differences(self.recipe, recipe_from_dict(ckpt["recipe"]))
+        diff.pop("train.epochs", None)  # extending a run is allowed
+        diff = list(diff)
         if diff:
             raise UserError(f"--resume: the recipe differs from the one {path} was trained with "
                             f"(first difference: {diff[0]}); resume with the same recipe and --set")
