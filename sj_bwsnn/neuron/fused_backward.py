@@ -6,9 +6,10 @@ double backward (``create_graph=True``, e.g. a gradient penalty) through it woul
 second-order term. :func:`differentiable_backward` computes the same quantities with torch ops that
 autograd records, as functions of ``M`` (a differentiable output of the fused forward, so a gradient
 w.r.t. ``M`` flows back through the forward's first-order backward, i.e. ``dM/dX``) and of the incoming
-gradients. It is the vector-Jacobian product of SpikingJelly's Torch reference
-(``spikingjelly/_ops/lif/reference.py``: ``H = charge(V, X)``, ``S = surrogate(H - V_th)``,
-``_ops/reset.py``: ``V = S * V_reset + (1 - S) * H`` or ``V = H - S * V_th``) written out per step::
+gradients. It is the vector-Jacobian product of SpikingJelly 2.0's Torch reference
+(``spikingjelly/_ops/lif/reference.py:22-35``: ``H = charge(V, X)``, ``S = surrogate(H - V_th)``;
+``spikingjelly/_ops/reset.py:4-9``: ``V = S * V_reset + (1 - S) * H`` or ``V = H - S * V_th``, ``S``
+detached first when ``detach_reset``) written out per step::
 
     dL/dH[t] = dL/dS[t] * sg(M[t]) + dL/dV[t] * dV[t]/dH[t] + dL/dM[t]
     dV/dH    = (1 - S) + (V_reset - H) * sg(M)   hard reset      (1 - S when detach_reset)
@@ -53,7 +54,7 @@ def differentiable_backward(plan, m: Tensor, grad_spike: Optional[Tensor], grad_
     cfg = plan.cfg
     compute = torch.float32
     if m.shape[0] == 0:  # no step: dL/dV[-1] = dL/dv_last
-        grad_v0 = torch.zeros(m.shape[1:], dtype=compute, device=m.device) if grad_v_last is None else grad_v_last
+        grad_v0 = grad_v_last if grad_v_last is not None else torch.zeros(m.shape[1:], device=m.device)
         return torch.zeros_like(m), (grad_v0 if want_grad_v0 else None)
     mc = m.to(compute)
     s, sg = _spike_and_surrogate_grad(plan.surrogate, mc)

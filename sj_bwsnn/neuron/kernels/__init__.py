@@ -99,7 +99,8 @@ class BoundKernels:
         self.tau, self.v_th, self.v_reset, self.alpha = tau, v_th, v_reset, alpha
 
     def forward(self, x, v0, v_init, spike, m, v_last, v_seq):
-        self.launcher.forward(self.cfg, x, v0, v_init, spike, m, v_last, v_seq, self.tau, self.v_th, self.v_reset)
+        self.launcher.forward(self.cfg, x, v0, v_init, spike, m, v_last, v_seq,
+                              self.tau, self.v_th, self.v_reset)
 
     def backward(self, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0):
         self.launcher.backward(self.cfg, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0,
