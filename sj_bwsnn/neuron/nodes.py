@@ -94,7 +94,7 @@ class _BackendMixin:
         super().__init__(*args, **kwargs)
         self.backend = _check_backend(backend)
         self.temporal_grad = bool(temporal_grad)
-        if self.backend != "torch" and torch.cuda.is_available():
+        if self.backend != "torch" and _CUPY_OK is None and torch.cuda.is_available():
             _cupy_available()  # probe now, not in the first (possibly compiled) forward
 
     def reset(self):
