@@ -133,6 +133,29 @@ def test_resnet_round_trip_through_snntorch(resnet):
         "blocks.0.1.sn"] < 0.99
 
 
+def pm1_net() -> nn.Module:
+    """+-1 weights, no bias, binary input: LIF membranes land exactly on the threshold."""
+    torch.manual_seed(3)
+    kw = dict(bias=False, scaling="none", step_mode="m")
+    return nn.Sequential(BinaryLinear(16, 32, **kw), LIFNode(step_mode="m"),
+                         BinaryLinear(32, 8, **kw), LIFNode(step_mode="m")).eval()
+
+
+def test_threshold_convention_decides_spikes_exactly_at_threshold():
+    """SpikingJelly fires at v >= v_th, snnTorch (like the NIR spec) at v > v_th: 'sj' serves the
+    first exactly, 'spec' the second."""
+    pytest.importorskip("snntorch")
+    net = pm1_net()
+    x = (torch.rand(4, 64, 16) < 0.5).float()
+    ours = nir_check.run_ours(net, x)
+    g_sj, g_spec = to_nir(net, x, threshold="sj"), to_nir(net, x, threshold="spec")
+    same = lambda g, run: nir_check.agreement(ours, run(g, x))["spikes_identical_all"]  # noqa: E731
+    snn = nir_check.run_snntorch
+    sj = lambda g, x: nir_check.run_sj(g, x, DT)  # noqa: E731
+    assert same(g_sj, sj) == 1.0 and same(g_spec, snn) == 1.0
+    assert same(g_sj, snn) < 0.95  # H = X / 2 = 1.0 for two input spikes: fires only with >=
+
+
 def test_fc_net_binary_linear_if_and_lif_without_input_decay():
     torch.manual_seed(1)
     net = nn.Sequential(layer.Flatten(step_mode="m"), BinaryLinear(64, 48, step_mode="m"),
