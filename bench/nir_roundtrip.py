@@ -13,13 +13,17 @@ Three models (CPU):
 
 Each is exported with ``threshold='sj'`` and ``'spec'`` and run through SpikingJelly's
 ``import_from_nir`` and snnTorch's ``import_from_nir`` (see :mod:`sj_bwsnn.deploy.nir_check`);
-the record holds per-layer identical-spike fractions, identical predictions and the largest
-time-averaged output difference.
+the record holds per-layer identical-spike fractions, identical predictions, the largest
+time-averaged output difference, and how many of our spikes change when every threshold is raised
+by one float32 ulp (membranes exactly at the threshold, where ``>=`` and ``>`` disagree).
+A fourth model, ``fc_pm1`` (+-1 weights, no bias, binary input), puts membranes exactly on the
+threshold on purpose.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 from pathlib import Path
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from spikingjelly.activation_based import functional, layer
+from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,33 +54,32 @@ def _batches(model, xs, fn):
 
 
 def at_threshold(model: nn.Module, xs: list[torch.Tensor], ours) -> int:
-    """How many of our spikes come from a membrane exactly at the threshold: the spikes that
-    vanish when every threshold is raised by one float32 ulp (SpikingJelly import)."""
-    graph = to_nir(model, xs[0], DT, "sj")
-    for node in graph.nodes.values():
-        if type(node).__name__ in ("LIF", "IF"):
-            th = node.v_threshold.astype(np.float32)
-            node.v_threshold = np.nextafter(th, np.float32(np.inf)).astype(np.float64)
-    nudged = _batches(model, xs, lambda x: nir_check.run_sj(
-        graph, nir_check.input_sequence(model, x), DT))
-    return int(sum((ours[1][k] != nudged[1][k]).sum().item() for k in ours[1]))
+    """How many of our spikes change when every threshold is raised by one float32 ulp, in our
+    own model: spikes fired by a membrane exactly at the threshold, plus what they change
+    downstream. Zero means the ``>=`` / ``>`` conventions cannot disagree on these inputs."""
+    nudged = copy.deepcopy(model)
+    for m in nudged.modules():
+        if isinstance(m, BaseNode):
+            m.v_threshold = float(np.nextafter(np.float32(m.v_threshold), np.float32(np.inf)))
+    theirs = _batches(nudged, xs, lambda x: nir_check.run_ours(nudged, x))
+    return int(sum((ours[1][k] != theirs[1][k]).sum().item() for k in ours[1]))
 
 
 def measure(name: str, model: nn.Module, xs: list[torch.Tensor], labels=None) -> list[dict]:
     ours = _batches(model, xs, lambda x: nir_check.run_ours(model, x))
     exact = at_threshold(model, xs, ours)
     spikes = int(sum(v.sum().item() for v in ours[1].values()))
-    print(f"{name}: {spikes} spikes, {exact} of them from a membrane exactly at the threshold")
+    print(f"{name}: {spikes} spikes; raising every threshold by one float32 ulp changes {exact}")
     rows = []
     for threshold in ("sj", "spec"):
         graph = to_nir(model, xs[0], DT, threshold)
-        readers = {"spikingjelly": lambda x: nir_check.run_sj(
-            graph, nir_check.input_sequence(model, x), DT)}
+        readers = {"spikingjelly": lambda x, g=graph: nir_check.run_sj(
+            g, nir_check.input_sequence(model, x), DT)}
         try:
             import snntorch  # noqa: F401
 
-            readers["snntorch"] = lambda x: nir_check.run_snntorch(
-                graph, nir_check.input_sequence(model, x))
+            readers["snntorch"] = lambda x, g=graph: nir_check.run_snntorch(
+                g, nir_check.input_sequence(model, x))
         except ImportError:
             pass
         for reader, fn in readers.items():
