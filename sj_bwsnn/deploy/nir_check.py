@@ -18,6 +18,10 @@ Readers:
   ``start_dim``, which flattens the batch into the features; ``fix_flatten=True`` shifts it by one.
   Its IF mapping asserts ``r == 1`` and builds a leaky neuron (``beta = 0.9``), so graphs with IF
   neurons do not import.
+
+Both readers build their graph with ``nirtorch.nir_to_torch``, which sums a node's several inputs
+in the order of a Python ``set`` (``nirtorch/nir_interpreter.py:241``): for 3+ inputs the float
+rounding of the sum, unlike ours, follows ``PYTHONHASHSEED``.
 """
 
 from __future__ import annotations

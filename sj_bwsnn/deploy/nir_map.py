@@ -1,7 +1,8 @@
 """SpikingJelly's NIR mapper extended for sj_bwsnn (imported only when ``nir`` is installed).
 
 :class:`NodeMapper` subclasses ``_ModuleMapper`` of SpikingJelly 2.0
-(``spikingjelly/activation_based/nir_exchange/to_nir.py``), which maps torch / SpikingJelly
+(``spikingjelly/activation_based/nir_exchange/to_nir.py:25``; LIF at ``:196``, IF at ``:186``,
+checked against its reader ``from_nir.py:171``), which maps torch / SpikingJelly
 conv, linear, pooling, flatten and IF/LIF/PLIF/CUBA-LIF modules to NIR nodes. What it adds:
 
 * our :class:`~sj_bwsnn.neuron.LIFNode` / :class:`~sj_bwsnn.neuron.IFNode` (subclasses of SJ's,
