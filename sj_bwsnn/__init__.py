@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 
 from . import layers, models, neuron  # noqa: E402,F401  (models registers with timm)
 from .layers import BinaryConv1d, BinaryConv2d, BinaryLinear  # noqa: E402
-from .analysis.export import load_exported  # noqa: E402
+from .deploy import load_exported, to_nir  # noqa: E402
 from .convert import binarize  # noqa: E402
 
-__all__ = ["BinaryConv1d", "BinaryConv2d", "BinaryLinear", "binarize", "load_exported", "layers", "models", "neuron",
+__all__ = ["BinaryConv1d", "BinaryConv2d", "BinaryLinear", "binarize", "load_exported", "to_nir", "layers", "models", "neuron",
            "__version__"]

@@ -8,7 +8,7 @@
     sj-bwsnn energy RECIPE --checkpoint FILE [--batches N] [--convention sj|paper]
                     [--model horowitz|simple|lemaire] [--precision fp32|fp16|int8]
                     [--binary-weights] [--neurobench] [--json] [--plot FILE.png]
-    sj-bwsnn export CHECKPOINT --out FILE
+    sj-bwsnn export CHECKPOINT --out FILE [--format packed|nir] [--nir-threshold sj|spec]
     sj-bwsnn doctor
 
 RECIPE is a YAML path or the name of a bundled recipe (``digits_bwsnn``). Mistakes in the input
@@ -275,15 +275,14 @@ def cmd_export(args) -> int:
     import torch
     from spikingjelly.activation_based import functional
 
-    from .analysis.export import export_model, load_exported
     from .analysis.source import sample_batches, source_from_checkpoint
-    from .engine.checkpoint import check_writable
+    from .deploy.packed import export_model, load_exported
 
-    out = Path(args.out)
-    if out.exists() and Path(args.checkpoint).exists() and out.samefile(args.checkpoint):
-        raise UserError(f"--out {out} is the checkpoint itself; write the export to another file "
-                        f"(e.g. {out.with_suffix('.bwsnn')})")
-    check_writable(out)
+    if args.format == "nir":
+        return _export_nir(args)
+    if args.nir_threshold is not None:
+        raise UserError("--nir-threshold applies to --format nir only")
+    out = _export_out(args, ".bwsnn")
     src = source_from_checkpoint(args.checkpoint)
     sizes = export_model(src.model, src.recipe.to_dict(), src.info, out)
     # check the promise: the reloaded model gives identical outputs on real test inputs
@@ -306,6 +305,51 @@ def cmd_export(args) -> int:
     print(f"reloaded with sj_bwsnn.load_exported: outputs on {x.shape[0]} test inputs "
           f"{'identical' if same else 'DIFFER (max |diff| %.3g)' % (a - b).abs().max().item()}")
     return 0 if same else 1
+
+
+def _export_out(args, suffix: str) -> Path:
+    """``--out`` checked before any work: writable, and not the checkpoint itself."""
+    from .engine.checkpoint import check_writable
+
+    out = Path(args.out)
+    if out.exists() and Path(args.checkpoint).exists() and out.samefile(args.checkpoint):
+        raise UserError(f"--out {out} is the checkpoint itself; write the export to another file "
+                        f"(e.g. {out.with_suffix(suffix)})")
+    check_writable(out)
+    return out
+
+
+def _export_nir(args) -> int:
+    """``export --format nir``: write the NIR graph, reload it with SpikingJelly's importer and
+    report its agreement with the checkpoint's model on one test batch."""
+    from .analysis.source import sample_batches, source_from_checkpoint
+    from .deploy.nir import DT, require_nir, to_nir, write_nir
+
+    require_nir()
+    import nir
+
+    from .deploy import nir_check
+
+    out = _export_out(args, ".nir")
+    src = source_from_checkpoint(args.checkpoint)
+    x = next(sample_batches(src, 1))
+    graph = to_nir(src.model, x, DT, args.nir_threshold or "sj")
+    size = write_nir(graph, out)
+    kinds = [type(n).__name__ for n in graph.nodes.values()]
+    binary = sum("binary_signs" in n.metadata for n in graph.nodes.values())
+    folded = sum("bn_folded" in n.metadata for n in graph.nodes.values())
+    print(f"wrote {out} ({size / 1024:.1f} KiB; NIR {nir.__version__}, {len(kinds)} nodes: "
+          + ", ".join(f"{kinds.count(k)} {k}" for k in sorted(set(kinds))) + ")")
+    print(f"{binary} binary layers as alpha * sign(w) (sign bits and alphas in node metadata); "
+          f"{folded} BatchNorms folded into the conv/linear before them; dt={DT:g}, T={src.model.T}")
+    rep = nir_check.agreement(nir_check.run_ours(src.model, x),
+                              nir_check.run_sj(nir.read(out), nir_check.input_sequence(src.model, x),
+                                               DT))
+    print(f"reloaded with SpikingJelly's import_from_nir: predictions on {rep['samples']} test "
+          f"inputs {rep['same_prediction']:.2%} identical, spikes {rep['spikes_identical_all']:.4%} "
+          f"identical over {rep['layers_compared']} neuron layers, max |logit diff| "
+          f"{rep['max_logit_diff']:.3g}")
+    return 0
 
 
 def cmd_doctor(args) -> int:
@@ -395,9 +439,17 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--plot", metavar="FILE.png", help="bar chart of firing rate per layer")
     en.set_defaults(func=cmd_energy)
 
-    x = sub.add_parser("export", help="1-bit packed export loadable with sj_bwsnn.load_exported")
+    x = sub.add_parser("export", help="deployment file: 1-bit packed (sj_bwsnn.load_exported) "
+                                      "or a NIR graph (SpikingJelly, snnTorch, other NIR readers)")
     x.add_argument("checkpoint")
     x.add_argument("--out", required=True)
+    x.add_argument("--format", choices=("packed", "nir"), default="packed",
+                   help="packed (default): 1-bit signs + alphas, exact reload; nir: a NIR graph "
+                        "(needs pip install 'sj-bwsnn[nir]'), see docs/deploy.md")
+    x.add_argument("--nir-threshold", choices=("sj", "spec"),
+                   help="nir only: sj (default) writes v_th for readers firing at v >= v_th "
+                        "(SpikingJelly); spec writes the float32 below it for readers following "
+                        "NIR's v > v_th (snnTorch, Norse, hardware)")
     x.set_defaults(func=cmd_export)
 
     d = sub.add_parser("doctor", help="check versions, CUDA, CuPy and the neuron backend")

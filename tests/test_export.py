@@ -8,7 +8,7 @@ from _analysis_util import make_checkpoint
 from spikingjelly.activation_based import functional
 
 import sj_bwsnn
-from sj_bwsnn.analysis.export import export_model, pack_signs, unpack_signs
+from sj_bwsnn.deploy.packed import export_model, pack_signs, unpack_signs
 from sj_bwsnn.analysis.profile import profile_forward
 from sj_bwsnn.cli import main
 from sj_bwsnn.data import DataInfo
@@ -67,6 +67,14 @@ def test_file_is_plain_tensors_and_binary_layers_are_25x_smaller(exported):
     assert sizes["file_bytes"] < sizes["binary_bytes_fp32"] / 8
 
 
+def test_public_names_survive_the_move_to_deploy():
+    import sj_bwsnn.analysis
+    import sj_bwsnn.deploy
+
+    assert sj_bwsnn.load_exported is sj_bwsnn.deploy.load_exported is sj_bwsnn.analysis.load_exported
+    assert sj_bwsnn.analysis.export_model is sj_bwsnn.deploy.export_model
+
+
 def test_load_exported_errors(exported, tmp_path):
     _, _, tmp = exported
     with pytest.raises(UserError, match="not found"):
@@ -92,7 +100,7 @@ def test_conv1d_twins_count_as_binary_everywhere():
     """binarize() gives token MLPs BinaryConv1d layers: export packs them and the optimizer gives
     their latent weights the binary weight decay."""
     import sj_bwsnn
-    from sj_bwsnn.analysis.export import _binary_layers
+    from sj_bwsnn.deploy.packed import _binary_layers
     from sj_bwsnn.engine.trainer import param_groups
 
     net = torch.nn.Sequential(torch.nn.Conv1d(4, 8, 1), torch.nn.Conv1d(8, 8, 1),

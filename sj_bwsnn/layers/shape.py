@@ -40,6 +40,8 @@ def check_seq(x: torch.Tensor, owner: str, channels: int | None = None, rank: in
     :param owner: the module's name for the message, e.g. ``'SpikingConvUnit'``.
     :param layout: the expected layout as written in the message.
     """
+    if isinstance(x, torch.fx.Proxy):
+        return  # symbolic tracing (NIR export, fx passes): no concrete shape to check
     if x.dim() != rank:
         hint = ""
         if x.dim() == rank - 1:
@@ -62,6 +64,8 @@ def check_model_input(x: torch.Tensor, owner: str, T: int, in_chans: int | None 
     :param T: the model's time steps for static input (``model.T``).
     :param in_chans: the model's input channels, checked when given.
     """
+    if isinstance(x, torch.fx.Proxy):
+        return  # symbolic tracing (NIR export, fx passes): no concrete shape to check
     expected = f"[N, C, H, W] images or [T, N, C, H, W] frames (time first, T={T})"
     if x.dim() not in (4, 5):
         hint = "; a single image needs a batch dimension: x.unsqueeze(0)" if x.dim() == 3 else ""

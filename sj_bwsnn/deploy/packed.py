@@ -1,4 +1,4 @@
-"""1-bit packed export (``sj-bwsnn export``) and :func:`load_exported`.
+"""1-bit packed export (``sj-bwsnn export``, the default ``--format packed``) and :func:`load_exported`.
 
 The file is a ``torch.save`` of plain values and tensors only, so ``torch.load(weights_only=True)``
 reads it and no code is unpickled::
