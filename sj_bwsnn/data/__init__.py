@@ -1,7 +1,7 @@
 """Data sets by recipe name, returned as PyTorch loaders.
 
 :func:`build_loaders` is the one entry point the engine calls. Names: ``digits`` (embedded),
-``cifar10``, ``cifar100`` (torchvision), ``imagenet`` (ImageFolder ``train/`` and ``val/``),
+``mnist``, ``fashion_mnist`` (IDX files), ``cifar10``, ``cifar100`` (torchvision), ``imagenet`` (ImageFolder ``train/`` and ``val/``),
 ``cifar10dvs`` (SpikingJelly event frames). Every data set returns ``(images, labels)`` batches;
 images are ``[N, C, H, W]`` (static: direct encoding over T steps) or ``[N, T, C, H, W]`` event
 frames (``DataInfo.frames``; the trainer transposes them to ``[T, N, C, H, W]``).
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Subset
 from ..errors import UserError, closest
 from .sampler import EpochSampler
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "cifar10dvs")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet", "cifar10dvs")
 
 
 @dataclass
@@ -35,6 +35,11 @@ def build_datasets(cfg: Any, T: int = 4):
         from .digits import IN_CHANS, NUM_CLASSES, SIZE, digits_splits
 
         train, test = digits_splits(cfg.test_fraction, cfg.split_seed, cfg.augment)
+        return train, test, DataInfo(NUM_CLASSES, IN_CHANS, (SIZE, SIZE))
+    if cfg.name in ("mnist", "fashion_mnist"):
+        from .mnist import IN_CHANS, NUM_CLASSES, SIZE, mnist_splits
+
+        train, test = mnist_splits(cfg.name, cfg.root, cfg.download)
         return train, test, DataInfo(NUM_CLASSES, IN_CHANS, (SIZE, SIZE))
     if cfg.name in ("cifar10", "cifar100"):
         from .vision import cifar_splits

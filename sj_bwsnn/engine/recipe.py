@@ -31,9 +31,9 @@ from ..neuron.nodes import BACKENDS
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | cifar10 | cifar100 | imagenet | cifar10dvs
-    root: Optional[str] = None  # data-set folder; digits needs none
-    download: bool = False  # cifar10/100, cifar10dvs: fetch a missing data set (never otherwise)
+    name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | cifar100 | imagenet | cifar10dvs
+    root: Optional[str] = None  # data-set folder; digits needs none (fashion_mnist: Debian's)
+    download: bool = False  # mnist, fashion_mnist, cifar10/100, cifar10dvs: fetch a missing data set (never otherwise)
     batch_size: int = 64  # per process (per GPU under torchrun)
     test_batch_size: Optional[int] = None  # default: batch_size
     num_workers: int = 0
