@@ -1,7 +1,8 @@
 """The recipe schema: one YAML file names everything a run needs.
 
 A recipe is a mapping with the top-level keys of :class:`Recipe` (``T``, ``seed``,
-``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``, ``teacher``; every key
+``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``, ``teacher``,
+``ide``, ``spide``; every key
 has a default, so a recipe only states what differs. ``--set key.sub=value`` overrides any key
 (the value is parsed as YAML: ``--set T=2``, ``--set neuron.v_reset=null``).
 
@@ -115,6 +116,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # training method (sj_bwsnn.engine.methods): bptt | sltt | sltt_fused | sltt_k | ottt | dsr
+    # | ide | spide (feedback SNNs, model fsnn_*; options in the ide: / spide: sections)
     method: str = "bptt"
     k: int = 1  # sltt_k: time steps with backward per batch (1 <= k <= T)
     online_update: bool = False  # ottt: an optimizer step per time step (OTTT_O)
@@ -130,6 +132,23 @@ class TrainConfig:
 
 
 @dataclass
+class IDEConfig:
+    """``train.method: ide``: the implicit-gradient solve (sj_bwsnn/engine/methods/ide.py)."""
+
+    iters: int = 30  # Broyden iterations per batch at most (IDE code: threshold = 30)
+    tol: float = 1e-4  # stop at residual <= tol * ||dL/da||; above it: counted as unconverged
+
+
+@dataclass
+class SPIDEConfig:
+    """``train.method: spide``: the spiking backward (sj_bwsnn/engine/methods/spide.py)."""
+
+    steps: int = 250  # backward time steps T_b (SPIDE code: 250 CIFAR, 100 MNIST)
+    vth_back: float = 0.5  # backward threshold; spikes are +-2 vth_back (SPIDE code: 0.5)
+    grad_scale: float = 100.0  # k: the backward SNN gets k * dL/da (SPIDE code: 100 MNIST, 400 CIFAR)
+
+
+@dataclass
 class Recipe:
     T: int = 4
     seed: int = 0
@@ -140,6 +159,8 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    ide: IDEConfig = field(default_factory=IDEConfig)
+    spide: SPIDEConfig = field(default_factory=SPIDEConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -254,6 +275,11 @@ def _check_ranges(r: Recipe) -> None:
         (r.teacher.tau > 0, "teacher.tau", "must be > 0"),
         (0.0 <= r.teacher.weight <= 1.0, "teacher.weight", "must lie in [0, 1]"),
         (r.teacher.T is None or r.teacher.T >= 1, "teacher.T", "must be >= 1"),
+        (r.ide.iters >= 1, "ide.iters", "must be >= 1"),
+        (r.ide.tol > 0, "ide.tol", "must be > 0"),
+        (r.spide.steps >= 1, "spide.steps", "must be >= 1"),
+        (r.spide.vth_back > 0, "spide.vth_back", "must be > 0"),
+        (r.spide.grad_scale > 0, "spide.grad_scale", "must be > 0"),
     ]
     for ok, key, why in checks:
         if not ok:

@@ -5,11 +5,11 @@ SpikingJelly network; both accept ``step_mode='s'|'m'``.
 """
 
 from .binarize import SCALINGS, WeightBinarizer, binarize_weight, binary_sign
-from .binary import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear
+from .binary import BinaryConv1d, BinaryConv2d, BinaryConvTranspose2d, BinaryLayer, BinaryLinear
 from .blocks import Downsample, MultiShortcutBasicBlock, SpikingConvUnit, make_conv
 
 __all__ = [
     "SCALINGS", "WeightBinarizer", "binarize_weight", "binary_sign",
-    "BinaryConv1d", "BinaryConv2d", "BinaryLayer", "BinaryLinear",
+    "BinaryConv1d", "BinaryConv2d", "BinaryConvTranspose2d", "BinaryLayer", "BinaryLinear",
     "Downsample", "MultiShortcutBasicBlock", "SpikingConvUnit", "make_conv",
 ]

@@ -26,7 +26,15 @@ ottt       ``sltt`` plus presynaptic traces for the weight gradient          O(1
            (Xiao et al., NeurIPS 2022); ``online_update``: a step per t
 dsr        multi-step forward through DSR neurons, gradient of the          O(T)
            firing-rate representation (Meng et al., CVPR 2022)
+ide        feedback SNNs: T steps without graph, implicit gradient at the   O(1)
+           equilibrium by Broyden (Xiao et al., NeurIPS 2021)
+spide      ``ide`` with the backward linear system solved by a spiking      O(1)
+           network of ternary neurons (Xiao et al., Neural Networks 2023)
 ========== =============================================================== =============
+
+``ide`` and ``spide`` train :class:`~sj_bwsnn.models.fsnn.FeedbackSNN` models only; they expose
+``epoch_stats()`` (solver residuals, backward spike rates), which the trainer adds to each epoch's
+metrics.
 
 Step-wise methods (``sltt``, ``sltt_k``, ``ottt``) call ``model.forward_seq(x_t)`` with a one-step
 input ``[1, N, ...]`` per time step (the image itself for static ``[N, C, H, W]`` input, T =
@@ -38,6 +46,8 @@ from __future__ import annotations
 
 from ...errors import UserError, closest
 from ..precision import Precision
+from .ide import IDE
+from .spide import SPIDE
 from .stepwise import OTTT, SLTT, SLTTK, PerModel, SLTTFused
 from .traces import presynaptic_traces, traced_layers
 
@@ -87,7 +97,7 @@ def _require_dsr_neurons(model) -> None:
 
 
 METHODS = {"bptt": BPTT, "sltt": SLTT, "sltt_fused": SLTTFused, "sltt_k": SLTTK, "ottt": OTTT,
-           "dsr": DSR}
+           "dsr": DSR, "ide": IDE, "spide": SPIDE}
 
 
 def trace_decay_for(neuron_cfg) -> float:
@@ -97,8 +107,8 @@ def trace_decay_for(neuron_cfg) -> float:
 
 def build_method(spec):
     """The training method for a :class:`~sj_bwsnn.engine.recipe.Recipe` (its ``train.method``,
-    ``train.k``, ``train.online_update`` and the neuron's ``tau``) or for a bare method name
-    (default options)."""
+    ``train.k``, ``train.online_update``, the neuron's ``tau`` and the ``ide`` / ``spide``
+    sections) or for a bare method name (default options)."""
     name = spec if isinstance(spec, str) else spec.train.method
     if name not in METHODS:
         raise UserError(f"train.method: unknown method {name!r}{closest(name, METHODS)}; "
@@ -110,8 +120,13 @@ def build_method(spec):
         return SLTTK(k=train.k)
     if name == "ottt":
         return OTTT(trace_decay=trace_decay_for(spec.neuron), online_update=train.online_update)
+    if name == "ide":
+        return IDE(iters=spec.ide.iters, tol=spec.ide.tol)
+    if name == "spide":
+        return SPIDE(steps=spec.spide.steps, vth_back=spec.spide.vth_back,
+                     grad_scale=spec.spide.grad_scale)
     return METHODS[name]()
 
 
-__all__ = ["BPTT", "DSR", "METHODS", "OTTT", "SLTT", "SLTTFused", "SLTTK", "build_method",
+__all__ = ["BPTT", "DSR", "IDE", "METHODS", "SPIDE", "OTTT", "SLTT", "SLTTFused", "SLTTK", "build_method",
            "presynaptic_traces", "trace_decay_for", "traced_layers"]
