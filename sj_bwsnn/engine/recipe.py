@@ -105,6 +105,8 @@ class OptimConfig:
     binary_weight_decay: float = 0.0  # latent weights of binary layers (BNN practice: 0)
     momentum: float = 0.9
     sched: str = "cosine"  # any timm scheduler name (create_scheduler_v2); none: constant lr
+    decay_milestones: Optional[list] = None  # multistep: epochs where lr *= decay_rate (null: timm's)
+    decay_rate: float = 0.1  # multistep / step: the factor at each milestone
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5
     min_lr: float = 0.0
@@ -248,6 +250,11 @@ def _check_ranges(r: Recipe) -> None:
         (r.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
         (r.optim.binary_weight_decay >= 0, "optim.binary_weight_decay", "must be >= 0"),
         (r.optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0"),
+        (r.optim.decay_milestones is None or (
+            all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                for v in r.optim.decay_milestones)), "optim.decay_milestones",
+         "must be a list of epochs (integers >= 1) or null"),
+        (0 < r.optim.decay_rate <= 1, "optim.decay_rate", "must lie in (0, 1]"),
         (r.train.epochs >= 1, "train.epochs", "must be >= 1"),
         (0.0 <= r.train.label_smoothing < 1.0, "train.label_smoothing", "must lie in [0, 1)"),
         (r.train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0: epoch ends only)"),

@@ -164,10 +164,12 @@ class Trainer:
             raise UserError(f"optim.name: {o.name!r} is not a timm optimizer ({e})") from None
         self.scheduler = None
         if o.sched != "none":
+            extra = {"decay_milestones": o.decay_milestones} if o.decay_milestones else {}
             try:
                 self.scheduler, _ = create_scheduler_v2(
                     self.optimizer, sched=o.sched, num_epochs=self.recipe.train.epochs,
-                    warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr, min_lr=o.min_lr)
+                    warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr, min_lr=o.min_lr,
+                    decay_rate=o.decay_rate, **extra)
             except (ValueError, AssertionError) as e:
                 raise UserError(f"optim.sched: {o.sched!r} is not usable ({e})") from None
             if self.scheduler is None:

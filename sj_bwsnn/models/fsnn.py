@@ -57,6 +57,7 @@ from ..neuron import IFNode
 from .base import entrypoint_kwargs
 
 FB_NORMS = ("spectral", "frobenius", "none")
+INITS = ("ide", "kaiming")
 
 
 class FeedbackPass:
@@ -115,10 +116,13 @@ class FrobeniusCap(nn.Module):
             return (f.clamp(max=self.norm_range) / f).to(weight.dtype)
 
 
-def _init(m: nn.Module, how: str) -> None:
+def _init(m: nn.Module, how: str, transpose_scale: float = 1.0) -> None:
     """``'ide'``: U(-1, 1), each output unit's weights scaled to unit L2 norm (conv-transpose: per
     output channel; I:m/snn_modules.py:509-520,587-598,653-664); ``'kaiming'``: Kaiming normal,
-    fan-in, conv-transposes x0.1 (S:m/snn_modules.py:403-412,557-567). Biases zero."""
+    fan-in (S:m/snn_modules.py:403-412). Conv-transposes then x ``transpose_scale`` (SPIDE: 0.1,
+    S:m/snn_modules.py:567). Biases zero."""
+    if how not in INITS:
+        raise UserError(f"model.kwargs.init must be one of {', '.join(INITS)}, got {how!r}")
     w = m.weight.data
     if how == "ide":
         w.uniform_(-1, 1)
@@ -127,8 +131,8 @@ def _init(m: nn.Module, how: str) -> None:
                .reshape([-1 if d == dim else 1 for d in range(w.dim())]))
     else:
         nn.init.kaiming_normal_(w, a=0, mode="fan_in")
-        if isinstance(m, nn.ConvTranspose2d):
-            w.mul_(0.1)
+    if isinstance(m, nn.ConvTranspose2d):
+        w.mul_(transpose_scale)
     if m.bias is not None:
         m.bias.data.zero_()
 
@@ -333,7 +337,7 @@ def _create(kind: str, pretrained: bool, kwargs: dict) -> FeedbackSNN:
     for m in [encoder, fb, *hidden]:
         for mod in m.modules():
             if isinstance(mod, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-                _init(mod, init)
+                _init(mod, init, float(arch["fb_init_scale"]))
     defaults = dict(dropout=arch["dropout"], fb_norm=arch["fb_norm"],
                     fb_norm_range=arch["fb_norm_range"], v_init=arch["v_init"])
     defaults.update(kw)
@@ -341,7 +345,8 @@ def _create(kind: str, pretrained: bool, kwargs: dict) -> FeedbackSNN:
                        binary=binary, **defaults)
 
 
-_IDE = dict(init="ide", bn=True, dropout=0.2, fb_norm="spectral", fb_norm_range=1.0, v_init=0.0)
+_IDE = dict(init="ide", bn=True, dropout=0.2, fb_norm="spectral", fb_norm_range=1.0, v_init=0.0,
+            fb_init_scale=1.0)
 ARCHS = {
     # I:fashionmnist_fc.py:122-133, I:models/snn_ide_fc.py:28-44
     "fsnn_fc": dict(_IDE, img_size=28, hidden=400),
@@ -356,7 +361,8 @@ ARCHS = {
                             kernel_x=3, kernel_fb=3, stride=2, hidden_strides=(1, 2, 1, 1)),
     # S:mnist_convnetf.py:124-139, S:models/snn_spide_mnist.py:28-44 (no BN, Kaiming, Frobenius 2)
     "fsnn_convnet_f": dict(init="kaiming", bn=False, dropout=0.2, fb_norm="frobenius",
-                           fb_norm_range=2.0, v_init=0.5, img_size=28, widths=(64, 64, 64),
+                           fb_norm_range=2.0, v_init=0.5, fb_init_scale=0.1, img_size=28,
+                           widths=(64, 64, 64),
                            kernel=5, kernel_x=5, kernel_fb=3, stride=2, hidden_strides=(2, 1)),
 }
 

@@ -28,7 +28,8 @@ their gradients as the forward uses them.
 Deliberate differences: the backward input is ``k * dL/da`` and the rates are divided by ``k``
 (instead of ``k * loss`` with ``lr / k``): the same update with ``optim.lr`` = the group code's
 ``lr`` and ``optim.weight_decay`` = its ``weight_decay / k`` (SGD's decay is not scaled there);
-under fp16 the grad scaler's factor is divided out before the spiking backward; the weight
+under fp16 the grad scaler's factor and under torchrun the number of ranks are divided out
+before the spiking backward (its neurons see what one process on the global batch sees); the weight
 gradient includes the dropout mask of the layer's output (the group code's ``set_grad`` omits it
 while its backward propagation applies it).
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 import torch
 
 from ...models.fsnn import FeedbackPass, FeedbackSNN
+from .. import distributed
 from ..precision import Precision
 from .ide import feedback_snn
 
@@ -115,8 +117,8 @@ class SPIDE:
     :param steps: backward time steps ``T_b``.
     :param vth_back: backward threshold ``theta``; spikes are ``+-2 theta``.
     :param grad_scale: ``k``, the factor on ``dL/da`` fed to the backward SNN.
-    :param loss_scale: a callable returning the fp16 grad scaler's current scale (set by
-        :meth:`train_step` from its ``precision``), divided out before the spiking backward.
+    Under fp16 the grad scaler's factor, and under torchrun the number of ranks (each rank's
+    loss is its own batch mean), are divided out of ``dL/da`` before the spiking backward.
     """
 
     name = "spide"
@@ -137,14 +139,17 @@ class SPIDE:
         return out
 
     def attach(self, net: FeedbackSNN, p: FeedbackPass, rates: list[torch.Tensor],
-               loss_scale=lambda: 1.0) -> torch.Tensor:
-        """The last layer's rates with SPIDE's backward attached."""
+               loss_scale=lambda: 1.0, world: int = 1) -> torch.Tensor:
+        """The last layer's rates with SPIDE's backward attached. ``loss_scale()``: the factor
+        on the loss (fp16 grad scaler); ``world``: data-parallel ranks, each with its own batch
+        mean, so ``dL/da`` is ``world`` times what it is for the global batch's mean loss
+        (``grad_scale`` is defined for the latter, as in the group code's single process)."""
         pre = net.pre_activations(p, rates)
         frozen = p.detached()
 
         def run(grad: torch.Tensor) -> list[torch.Tensor]:
             dtype = torch.promote_types(grad.dtype, torch.float32)
-            k, scale = self.grad_scale, float(loss_scale())
+            k, scale = self.grad_scale, float(loss_scale()) * world
             with torch.autocast(grad.device.type, enabled=False):
                 q = FeedbackPass(frozen.x1.to(dtype), frozen.scale.to(dtype), frozen.masks)
                 rs = [a.detach().to(dtype) for a in rates]
@@ -166,7 +171,8 @@ class SPIDE:
             p = net.begin(x)
             with torch.no_grad(), net.hidden_bn_eval():
                 rates = net.simulate(p)
-            a = self.attach(net, p, rates, (lambda: scaler.get_scale()) if scaler else (lambda: 1.0))
+            a = self.attach(net, p, rates, (lambda: scaler.get_scale()) if scaler else (lambda: 1.0),
+                            world=distributed.world()[1])
             logits = net.readout(a)
             loss = objective(logits, y, x)
         precision.backward(loss)
