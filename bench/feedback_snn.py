@@ -2,6 +2,7 @@
 
     python bench/feedback_snn.py accuracy [--seeds 3] [--methods ide spide bptt]
     python bench/feedback_snn.py memory [--T 5 10 30 100] [--reps 10]
+    python bench/feedback_snn.py bars [--seeds 10]     # spread behind tests/test_feedback_snn_learning.py
 
 ``accuracy`` trains the bundled recipes per seed (``--set seed=S``) with real and 1-bit weights
 (``model.binary``): ``digits_ide`` for ``ide`` and ``bptt`` (``train.method=bptt``, surrogate
@@ -15,6 +16,9 @@ method and reports ``saved_kib`` (peak activation memory autograd keeps for back
 :class:`sj_bwsnn.analysis.memory.SavedActivationMeter`) and ``step_ms`` (median wall time of
 ``--reps`` training steps after 2 warm-up steps). Each record carries the load average: times on
 a shared machine are marked ``loaded``.
+
+``bars`` reruns the tiny training of ``tests/test_feedback_snn_learning.py`` (``tests/_feedback_util.py``)
+per method and seed and prints min / median / max, as ``bench/test_bars.py`` does for the other methods.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 import torch  # noqa: E402
 from _common import stamped, write_record  # noqa: E402
@@ -115,10 +119,28 @@ def memory(Ts: list[int], methods: list[str], reps: int) -> None:
                  "bench/feedback_snn.py memory", batch=32, hidden=256, rows=rows)
 
 
+def bars(seeds: int) -> None:
+    from _feedback_util import EPOCHS, METHODS, feedback_accuracy
+    from _learning_util import digits_batches
+
+    rows = []
+    for method in METHODS:
+        t0 = time.perf_counter()
+        accs = [feedback_accuracy(method, s, EPOCHS, digits_batches(s)) for s in range(seeds)]
+        row = {"method": method, "epochs": EPOCHS, "seeds": seeds, "acc": accs, "min": min(accs),
+               "median": statistics.median(accs), "max": max(accs),
+               "seconds_per_run": (time.perf_counter() - t0) / seeds, **machine()}
+        rows.append(row)
+        print(f"{method:6s} epochs={EPOCHS}  min={row['min']:.3f}  median={row['median']:.3f}  "
+              f"max={row['max']:.3f}  ({row['seconds_per_run']:.1f} s/run)", flush=True)
+    write_record(stamped(ROOT / "bench" / "results", "feedback_snn_bars"),
+                 "bench/feedback_snn.py bars", rows=rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("accuracy", "memory"))
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("what", choices=("accuracy", "memory", "bars"))
+    ap.add_argument("--seeds", type=int, help="accuracy: 3, bars: 10")
     ap.add_argument("--methods", nargs="+")
     ap.add_argument("--T", nargs="+", type=int, default=[5, 10, 30, 100])
     ap.add_argument("--reps", type=int, default=10)
@@ -127,7 +149,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.what == "accuracy":
-        accuracy(args.seeds, args.methods or ["ide", "spide", "bptt", "readout"])
+        accuracy(args.seeds or 3, args.methods or ["ide", "spide", "bptt", "readout"])
+    elif args.what == "bars":
+        bars(args.seeds or 10)
     else:
         memory(args.T, args.methods or ["ide", "spide", "bptt"], args.reps)
 

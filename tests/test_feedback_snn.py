@@ -235,7 +235,7 @@ def test_spiking_backward_matches_the_group_code_loop():
         rates = net.simulate(p)
     masks = [((a > 0) & (a < 1)).double() for a in rates]
     g = torch.randn(rates[-1].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    betas = spiking_backward(net, p, rates, g, steps=60, vth_back=0.5)
+    betas, (rate, _) = spiking_backward(net, p, rates, g, steps=60, vth_back=0.5)
     eyes = [torch.eye(r.shape[1], dtype=torch.float64) for r in rates]
     with torch.no_grad():  # dense matrices of the maps into each layer (bias removed)
         Ws = [net.current(p, 0, eyes[-1]).t()] + [
@@ -245,6 +245,7 @@ def test_spiking_backward_matches_the_group_code_loop():
     for b, r in zip(betas, ref):
         assert torch.allclose(b, r, atol=1e-12)
     assert any(float(b.abs().sum()) > 0 for b in betas[:-1])  # spikes reached the lower layers
+    assert 0 < rate < 1
 
 
 def spide_vs_ide_cosine(steps: int, seed: int) -> float:

@@ -63,9 +63,10 @@ def _transposes(net: FeedbackSNN, p: FeedbackPass, rates: list[torch.Tensor]):
 
 
 def spiking_backward(net: FeedbackSNN, p: FeedbackPass, rates: list[torch.Tensor],
-                     g: torch.Tensor, steps: int, vth_back: float) -> list[torch.Tensor]:
-    """SPIDE's backward SNN (module docstring); returns ``beta_0..beta_L`` (in the units of ``g``)
-    and records the mean absolute spike rate in ``net``'s last ``spide_stats``."""
+                     g: torch.Tensor, steps: int, vth_back: float):
+    """SPIDE's backward SNN (module docstring). Returns ``beta_0..beta_L`` (in the units of ``g``)
+    and ``(rate, saturated)``: the mean absolute spike rate of all backward neurons and the
+    fraction of last-layer ones that spiked at every step."""
     L = len(rates) - 1
     V, lam, theta = net.v_threshold, net.leak, float(vth_back)
     spike = 2.0 * theta
@@ -92,8 +93,7 @@ def spiking_backward(net: FeedbackSNN, p: FeedbackPass, rates: list[torch.Tensor
     norm = steps if lam == 1.0 else (1 - lam ** steps) / (1 - lam)
     rate = sum(c.sum() for c in count) / (spike * steps * sum(c.numel() for c in count))
     saturated = (count[L] == spike * steps).to(g.dtype).mean()
-    net.spide_stats = (rate.item(), saturated.item())
-    return [b / norm for b in beta]
+    return [b / norm for b in beta], (rate.item(), saturated.item())
 
 
 class _SpikingBackward(torch.autograd.Function):
@@ -154,8 +154,7 @@ class SPIDE:
                 q = FeedbackPass(frozen.x1.to(dtype), frozen.scale.to(dtype), frozen.masks)
                 rs = [a.detach().to(dtype) for a in rates]
                 g = grad.to(dtype) * (k / scale)
-                betas = spiking_backward(net, q, rs, g, self.steps, self.vth_back)
-            rate, sat = net.spide_stats
+                betas, (rate, sat) = spiking_backward(net, q, rs, g, self.steps, self.vth_back)
             self._n, self._rate, self._sat = self._n + 1, self._rate + rate, self._sat + sat
             V, m = net.v_threshold, [((a > 0) & (a < 1)).to(dtype) for a in rs]
             return [b * mi * (scale / (k * V)) for b, mi in zip(betas, m)]
