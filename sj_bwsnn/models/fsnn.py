@@ -145,7 +145,8 @@ class FeedbackSNN(nn.Module):
     :param feedback: ``W_fb``, layer ``L`` spikes -> layer 0 current (no bias).
     :param head_in: features of the flattened ``a_L``; ``num_classes``: logits.
     :param T: time steps of the forward simulation.
-    :param neuron, neuron_kwargs: IF or LIF (soft reset, ``decay_input=False``).
+    :param neuron, neuron_kwargs: IF or LIF (soft reset, ``decay_input=False``: the defaults here,
+        and anything else is refused with one line).
     :param dropout: per-forward mask on every layer's current (0: off).
     :param fb_norm, fb_norm_range: ``'spectral'`` (IDE), ``'frobenius'`` (SPIDE) or ``'none'``.
     :param v_init: initial membrane potential in units of ``V_th`` (0.5: SPIDE's modified reset).
@@ -168,9 +169,12 @@ class FeedbackSNN(nn.Module):
         if not (isinstance(neuron, type) and issubclass(neuron, (sj_neuron.IFNode, sj_neuron.LIFNode))):
             raise UserError(f"feedback SNNs take IF or LIF neurons (neuron.type: if | lif), "
                             f"got {neuron.__name__}")
-        if kw.get("v_reset", None) is not None:
+        kw.setdefault("v_reset", None)  # unless told otherwise, IDE's soft reset ...
+        if issubclass(neuron, sj_neuron.LIFNode):
+            kw.setdefault("decay_input", False)  # ... and leak (SpikingJelly's defaults differ)
+        if kw["v_reset"] is not None:
             raise UserError("feedback SNNs need the soft reset of IDE/SPIDE: set neuron.v_reset: null")
-        if issubclass(neuron, sj_neuron.LIFNode) and kw.get("decay_input", True):
+        if issubclass(neuron, sj_neuron.LIFNode) and kw["decay_input"]:
             raise UserError("feedback SNNs with LIF neurons need neuron.decay_input: false "
                             "(IDE's leak does not scale the input)")
         self.encoder, self.hidden, self.feedback = encoder, nn.ModuleList(hidden), feedback
