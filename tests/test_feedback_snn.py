@@ -271,9 +271,10 @@ def spide_vs_ide_cosine(steps: int, seed: int) -> float:
 
 
 def test_spide_gradient_approaches_ides():
-    """Measured (2026-12-02, 4 seeds): cosine 0.958-0.961 at T_b = 30, 0.990-0.992 at the
-    default T_b = 250 (k = 100); the residual gap is SPIDE's masks, taken from the forward rates
-    (0 < a < 1) where IDE's Jacobian uses the equilibrium map's own clamp."""
+    """Measured (2026-12-02, 4 seeds, k = 100): cosine 0.988-0.990 at T_b = 30 and 0.990-0.992
+    at the default T_b = 250 (0.965 at T_b = 10, seed 0); the gap that remains is SPIDE's masks,
+    taken from the forward rates (0 < a < 1) where IDE's Jacobian uses the equilibrium map's own
+    clamp."""
     default = SPIDEConfig().steps
     short, full = spide_vs_ide_cosine(10, seed=0), spide_vs_ide_cosine(default, seed=0)
     print(f"cosine(SPIDE, IDE): {short:.3f} at T_b=10, {full:.3f} at T_b={default}")
