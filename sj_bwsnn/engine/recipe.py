@@ -1,7 +1,8 @@
 """The recipe schema: one YAML file names everything a run needs.
 
 A recipe is a mapping with the top-level keys of :class:`Recipe` (``T``, ``seed``,
-``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``, ``teacher``; every key
+``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``, ``teacher``,
+``ide``, ``spide``; every key
 has a default, so a recipe only states what differs. ``--set key.sub=value`` overrides any key
 (the value is parsed as YAML: ``--set T=2``, ``--set neuron.v_reset=null``).
 
@@ -111,6 +112,8 @@ class OptimConfig:
     binary_weight_decay: float = 0.0  # latent weights of binary layers (BNN practice: 0)
     momentum: float = 0.9
     sched: str = "cosine"  # any timm scheduler name (create_scheduler_v2); none: constant lr
+    decay_milestones: Optional[list] = None  # multistep: epochs where lr *= decay_rate (null: timm's)
+    decay_rate: float = 0.1  # multistep / step: the factor at each milestone
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5
     min_lr: float = 0.0
@@ -122,6 +125,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # training method (sj_bwsnn.engine.methods): bptt | sltt | sltt_fused | sltt_k | ottt | dsr
+    # | ide | spide (feedback SNNs, model fsnn_*; options in the ide: / spide: sections)
     method: str = "bptt"
     k: int = 1  # sltt_k: time steps with backward per batch (1 <= k <= T)
     online_update: bool = False  # ottt: an optimizer step per time step (OTTT_O)
@@ -141,6 +145,23 @@ class TrainConfig:
 
 
 @dataclass
+class IDEConfig:
+    """``train.method: ide``: the implicit-gradient solve (sj_bwsnn/engine/methods/ide.py)."""
+
+    iters: int = 30  # Broyden iterations per batch at most (IDE code: threshold = 30)
+    tol: float = 1e-4  # stop at residual <= tol * ||dL/da||; above it: counted as unconverged
+
+
+@dataclass
+class SPIDEConfig:
+    """``train.method: spide``: the spiking backward (sj_bwsnn/engine/methods/spide.py)."""
+
+    steps: int = 250  # backward time steps T_b (SPIDE code: 250 CIFAR, 100 MNIST)
+    vth_back: float = 0.5  # backward threshold; spikes are +-2 vth_back (SPIDE code: 0.5)
+    grad_scale: float = 100.0  # k: the backward SNN gets k * dL/da (SPIDE code: 100 MNIST, 400 CIFAR)
+
+
+@dataclass
 class Recipe:
     T: int = 4
     seed: int = 0
@@ -151,6 +172,8 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    ide: IDEConfig = field(default_factory=IDEConfig)
+    spide: SPIDEConfig = field(default_factory=SPIDEConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -243,6 +266,11 @@ def _check_ranges(r: Recipe) -> None:
         (r.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
         (r.optim.binary_weight_decay >= 0, "optim.binary_weight_decay", "must be >= 0"),
         (r.optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0"),
+        (r.optim.decay_milestones is None or (
+            all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                for v in r.optim.decay_milestones)), "optim.decay_milestones",
+         "must be a list of epochs (integers >= 1) or null"),
+        (0 < r.optim.decay_rate <= 1, "optim.decay_rate", "must lie in (0, 1]"),
         (r.train.epochs >= 1, "train.epochs", "must be >= 1"),
         (0.0 <= r.train.label_smoothing < 1.0, "train.label_smoothing", "must lie in [0, 1)"),
         (r.train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0: epoch ends only)"),
@@ -276,6 +304,11 @@ def _check_ranges(r: Recipe) -> None:
         (r.teacher.tau > 0, "teacher.tau", "must be > 0"),
         (0.0 <= r.teacher.weight <= 1.0, "teacher.weight", "must lie in [0, 1]"),
         (r.teacher.T is None or r.teacher.T >= 1, "teacher.T", "must be >= 1"),
+        (r.ide.iters >= 1, "ide.iters", "must be >= 1"),
+        (r.ide.tol > 0, "ide.tol", "must be > 0"),
+        (r.spide.steps >= 1, "spide.steps", "must be >= 1"),
+        (r.spide.vth_back > 0, "spide.vth_back", "must be > 0"),
+        (r.spide.grad_scale > 0, "spide.grad_scale", "must be > 0"),
     ]
     for ok, key, why in checks:
         if not ok:

@@ -51,6 +51,8 @@ from .runlog import TensorBoard, plot_curves, progress
 __all__ = ["Trainer", "build_model", "param_groups", "pick_device", "seed_everything"]
 
 SYNC_EVERY = 20  # steps between host syncs for the progress bar and the finite-loss check
+_EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_loss_ema",
+               "test_acc_ema", "lr", "time_s")  # the rest of a row is the method's epoch_stats
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -151,10 +153,12 @@ class Trainer:
             raise UserError(f"optim.name: {o.name!r} is not a timm optimizer ({e})") from None
         self.scheduler = None
         if o.sched != "none":
+            extra = {"decay_milestones": o.decay_milestones} if o.decay_milestones else {}
             try:
                 self.scheduler, _ = create_scheduler_v2(
                     self.optimizer, sched=o.sched, num_epochs=self.recipe.train.epochs,
-                    warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr, min_lr=o.min_lr)
+                    warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr, min_lr=o.min_lr,
+                    decay_rate=o.decay_rate, **extra)
             except (ValueError, AssertionError) as e:
                 raise UserError(f"optim.sched: {o.sched!r} is not usable ({e})") from None
             if self.scheduler is None:
@@ -295,7 +299,19 @@ class Trainer:
                     raise TrainingInterrupted(self.epoch, i, total)
         self.batch_in_epoch, self._partial = 0, (0.0, 0, 0)
         loss_total, right, n = distributed.all_sum([loss_sum.item(), correct.item(), seen], dev)
-        return {"train_loss": loss_total / max(n, 1), "train_acc": right / max(n, 1)}
+        return {"train_loss": loss_total / max(n, 1), "train_acc": right / max(n, 1),
+                **self._method_stats()}
+
+    def _method_stats(self) -> dict:
+        """The method's own diagnostics for the epoch (``epoch_stats() -> {key: (sum, count)}``,
+        e.g. IDE's solver residual), summed over ranks; absent for methods without them. After a
+        mid-epoch resume they cover the batches trained since."""
+        stats = self.method.epoch_stats() if hasattr(self.method, "epoch_stats") else {}
+        keys = sorted(stats)
+        if not keys:
+            return {}
+        flat = distributed.all_sum([float(v) for k in keys for v in stats[k]], self.device)
+        return {k: flat[2 * i] / flat[2 * i + 1] for i, k in enumerate(keys) if flat[2 * i + 1]}
 
     def _check_finite(self, first_bad: int) -> None:
         if first_bad:
@@ -401,7 +417,8 @@ class Trainer:
     @staticmethod
     def _print(row: dict, epochs: int) -> None:
         ema = f" test_acc_ema={row['test_acc_ema']:.4f}" if "test_acc_ema" in row else ""
+        extra = "".join(f" {k}={v:.3g}" for k, v in row.items() if k not in _EPOCH_KEYS)
         print(f"epoch {row['epoch']:>3}/{epochs}  train_loss={row['train_loss']:.4f} "
               f"train_acc={row['train_acc']:.4f}  test_loss={row['test_loss']:.4f} "
-              f"test_acc={row['test_acc']:.4f}{ema}  lr={row['lr']:.2e}  {row['time_s']:.1f}s",
-              flush=True)
+              f"test_acc={row['test_acc']:.4f}{ema}  lr={row['lr']:.2e}  {row['time_s']:.1f}s"
+              f"{' ' + extra if extra else ''}", flush=True)

@@ -81,6 +81,33 @@ class BinaryConv1d(_BinaryConvNd, layer.Conv1d):
     _seq_dims, _seq_layout = 4, "[T, N, C, L]"
 
 
+class BinaryConvTranspose2d(BinaryLayer, layer.ConvTranspose2d):
+    """Transposed 2-D convolution with 1-bit weights (the feedback connection of IDE/SPIDE's
+    AlexNet-F); SpikingJelly step modes. Arguments as ``layer.ConvTranspose2d`` (default
+    ``bias=False``) plus ``scaling`` and ``detach_alpha``. The weight is ``[C_in, C_out, k, k]``, so
+    ``scaling='channel'`` gives one ``alpha`` per *input* channel (the binarizer scales dim 0)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = False, dilation=1,
+                 padding_mode: str = "zeros", step_mode: str = "s", scaling: str = "channel",
+                 detach_alpha: bool = True):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding,
+                         groups, bias, dilation, padding_mode, step_mode)
+        self.binarizer = WeightBinarizer(scaling, detach_alpha)
+
+    def _forward_op(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(x, self.binarized_weight(), self.bias, self.stride, self.padding,
+                                  self.output_padding, self.groups, self.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step_mode == "s":
+            return self._forward_op(x)
+        if x.dim() != 5:
+            raise ValueError(f"BinaryConvTranspose2d in step_mode='m' expects a 5-D [T, N, C, H, W] "
+                             f"input, got shape {tuple(x.shape)}")
+        return functional.seq_to_ann_forward(x, self._forward_op)
+
+
 class BinaryLinear(BinaryLayer, layer.Linear):
     """Fully connected layer with 1-bit weights ``alpha * sign(w)``; SpikingJelly step modes.
 
