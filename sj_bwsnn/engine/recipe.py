@@ -399,10 +399,29 @@ def recipe_from_dict(tree: dict) -> Recipe:
     return recipe
 
 
+def _yield_to_new_preset(tree: dict, overrides: list[tuple[list[str], Any]]) -> None:
+    """``--set neuron.preset=NAME`` naming another preset than the file's: drop from the file's
+    ``neuron`` section the keys NAME defines, unless ``--set`` names them too, so NAME's values
+    apply. A run's ``recipe.yaml`` holds its preset's resolved values, which would otherwise win
+    over the new preset while the file records its name."""
+    new = [v for p, v in overrides if p == ["neuron", "preset"]]
+    section = tree.get("neuron")
+    if not new or not isinstance(new[-1], str) or not isinstance(section, dict):
+        return
+    if section.get("preset") == new[-1]:
+        return  # the same preset: nothing to give way to
+    named = {p[1] for p, _ in overrides if len(p) == 2 and p[0] == "neuron"}
+    for key in resolve_preset(new[-1]):
+        if key not in named:
+            section.pop(key, None)
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read, override and validate a recipe file."""
+    """Read, override and validate a recipe file. ``--set neuron.preset=NAME`` replaces the
+    file's values of the keys preset NAME defines (see :func:`_yield_to_new_preset`)."""
     tree = read_yaml(Path(path))
-    for text in overrides:
-        key_path, value = parse_override(text)
+    parsed = [parse_override(text) for text in overrides]
+    _yield_to_new_preset(tree, parsed)
+    for key_path, value in parsed:
         apply_override(tree, key_path, value)
     return recipe_from_dict(tree)
