@@ -21,7 +21,7 @@ from sj_bwsnn.engine.methods.ide import broyden
 from sj_bwsnn.engine.methods.spide import spiking_backward
 from sj_bwsnn.engine.objectives import CrossEntropyObjective
 from sj_bwsnn.engine.recipe import SPIDEConfig, recipe_from_dict
-from sj_bwsnn.errors import UserError
+from sj_bwsnn.errors import ShapeError, UserError
 from sj_bwsnn.layers import BinaryLayer
 from sj_bwsnn.models.fsnn import FeedbackSNN, fsnn_fc
 from sj_bwsnn.models.bw_resnet import bw_resnet_tiny
@@ -321,7 +321,7 @@ def test_recipe_sections_reach_the_methods():
 def test_a_feedforward_model_is_one_line(method):
     model = bw_resnet_tiny(num_classes=10, T=2)
     with pytest.raises(UserError, match=rf"train.method {method.name} trains feedback SNNs only "
-                                        r"\(model.name: fsnn_fc.*BWResNet is not one"):
+                                        r"\(model.name: fsnn_.*fsnn_fc.*BWResNet is not one"):
         method.train_step(model, torch.randn(2, 1, 8, 8), torch.tensor([0, 1]),
                           CrossEntropyObjective(), torch.optim.SGD(model.parameters(), lr=0.1))
 
@@ -330,7 +330,52 @@ def test_a_feedforward_model_is_one_line(method):
     (dict(neuron_kwargs=dict(v_threshold=2.0, v_reset=0.0)), "neuron.v_reset: null"),
     (dict(neuron=LIFNode, neuron_kwargs=dict(IF2, tau=2.0, decay_input=True)), "decay_input: false"),
     (dict(fb_norm="spectra"), "fb_norm must be one of"),
+    (dict(fb_norm_range=0.0), "fb_norm_range must be > 0"),
+    (dict(fb_norm="frobenius", fb_norm_range=-1), "fb_norm_range must be > 0"),
+    (dict(hiden=3), r"model.kwargs.hiden: fsnn_fc has no such option \(did you mean 'hidden'\?\)"),
 ])
 def test_bad_model_settings_are_one_line(kw, match):
-    with pytest.raises(UserError, match=match):
+    with pytest.raises(UserError, match=match) as e:
         fsnn_fc(**{"neuron": IFNode, "neuron_kwargs": IF2, **kw})
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name,kw,match", [
+    ("fsnn_conv", dict(hidden=400), r"model.kwargs.hidden: fsnn_conv has no such option \(an "
+                                    r"option of fsnn_fc: left from another model.name\?\)"),
+    ("fsnn_conv", dict(widths=[64, 64, 64]),
+     r"hidden_strides must give one stride .* per hidden layer, 2 for widths \[64, 64, 64\], got \(\)"),
+    ("fsnn_conv", dict(hidden_strides=[2]), r"0 for widths \[64\], got \[2\]"),
+    ("fsnn_alexnet_f", dict(widths=[8, 0]), r"widths must be a list of channel counts"),
+    ("fsnn_convnet_f", dict(img_size=30), r"layer 1's 15x15 maps \(img_size 30\) do not divide"),
+])
+def test_architecture_keys_are_checked_against_the_chosen_model(name, kw, match):
+    with pytest.raises(UserError, match=match) as e:
+        timm.create_model(name, neuron=IFNode, neuron_kwargs=IF2, **kw)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("shape,match", [
+    ((2, 28, 28), r"expects \[N, C, H, W\] images, got 3-D shape \(2, 28, 28\); grey images"),
+    ((2, 28, 28, 1), r"it looks channels-last: pass x.permute\(0, 3, 1, 2\)"),
+    ((3, 2, 1, 28, 28), r"takes static images .* feedback SNNs do not support event frames"),
+])
+@pytest.mark.parametrize("method", [None, IDE(), SPIDE(steps=2)], ids=["forward", "ide", "spide"])
+def test_bad_input_shapes_are_one_line_at_begin(shape, match, method):
+    net = timm.create_model("fsnn_conv", num_classes=4, T=2, neuron=IFNode, neuron_kwargs=IF2)
+    x = torch.rand(shape)
+    with pytest.raises(ShapeError, match=match):
+        if method is None:
+            net(x)
+        else:
+            method.train_step(net, x, torch.zeros(2, dtype=torch.long),
+                              CrossEntropyObjective(), torch.optim.SGD(net.parameters(), lr=0.1))
+
+
+def test_frobenius_cap_of_a_zero_feedback_is_finite():
+    from sj_bwsnn.models.fsnn import FrobeniusCap
+
+    w = torch.zeros(4, 4)
+    assert FrobeniusCap(w, 2.0)(w).item() == 0.0
+    w = torch.full((4, 4), 1.0)  # ||W||_F = 4 > r = 2: c = 1/2
+    assert FrobeniusCap(w, 2.0)(w).item() == 0.5

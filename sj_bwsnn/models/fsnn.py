@@ -51,8 +51,9 @@ from spikingjelly.activation_based import neuron as sj_neuron
 from timm.models import register_model
 from torch import nn
 
-from ..errors import UserError
-from ..layers import BinaryConv2d, BinaryConvTranspose2d, BinaryLayer, BinaryLinear
+from ..errors import ShapeError, UserError, closest
+from ..layers import (BinaryConv2d, BinaryConvTranspose2d, BinaryLayer, BinaryLinear,
+                      check_model_input)
 from ..neuron import IFNode
 from .base import entrypoint_kwargs
 
@@ -111,9 +112,9 @@ class FrobeniusCap(nn.Module):
         self.norm_range = float(norm_range)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad():  # ||W||_F = 0: c = 0, not NaN (c W is zero either way)
             f = weight.float().norm()
-            return (f.clamp(max=self.norm_range) / f).to(weight.dtype)
+            return (f.clamp(max=self.norm_range) / f.clamp(min=1e-12)).to(weight.dtype)
 
 
 def _init(m: nn.Module, how: str, transpose_scale: float = 1.0) -> None:
@@ -151,13 +152,15 @@ class FeedbackSNN(nn.Module):
     :param fb_norm, fb_norm_range: ``'spectral'`` (IDE), ``'frobenius'`` (SPIDE) or ``'none'``.
     :param v_init: initial membrane potential in units of ``V_th`` (0.5: SPIDE's modified reset).
     :param flatten: flatten the input to ``[N, -1]`` before the encoder (fully connected nets).
+    :param in_chans: input channels; when given, inputs are checked to be ``[N, C, H, W]``
+        (:func:`~sj_bwsnn.layers.check_model_input`; the timm entrypoints give it).
     """
 
     def __init__(self, encoder: nn.Module, hidden: Sequence[nn.Module], feedback: nn.Module,
                  head_in: int, num_classes: int, T: int = 30, neuron: type = IFNode,
                  neuron_kwargs: dict[str, Any] | None = None, dropout: float = 0.0,
                  fb_norm: str = "spectral", fb_norm_range: float = 1.0, v_init: float = 0.0,
-                 flatten: bool = False, binary: bool = False):
+                 flatten: bool = False, binary: bool = False, in_chans: int | None = None):
         super().__init__()
         if int(T) < 1:
             raise UserError(f"T must be >= 1, got {T}")
@@ -165,6 +168,9 @@ class FeedbackSNN(nn.Module):
             raise UserError(f"model.kwargs.fb_norm must be one of {', '.join(FB_NORMS)}, got {fb_norm!r}")
         if not 0.0 <= dropout < 1.0:
             raise UserError(f"model.kwargs.dropout must lie in [0, 1), got {dropout}")
+        if fb_norm != "none" and not float(fb_norm_range) > 0:
+            raise UserError(f"model.kwargs.fb_norm_range must be > 0 (the bound r on the feedback "
+                            f"scale), got {fb_norm_range}")
         kw = dict(neuron_kwargs or {}, step_mode="s")
         if not (isinstance(neuron, type) and issubclass(neuron, (sj_neuron.IFNode, sj_neuron.LIFNode))):
             raise UserError(f"feedback SNNs take IF or LIF neurons (neuron.type: if | lif), "
@@ -182,6 +188,7 @@ class FeedbackSNN(nn.Module):
         self.classifier = nn.Linear(head_in, num_classes)
         self.T, self.num_classes, self.binary = int(T), num_classes, bool(binary)
         self.dropout, self.v_init, self.flatten = float(dropout), float(v_init), bool(flatten)
+        self.in_chans = in_chans
         self.v_threshold = float(self.neurons[0].v_threshold)
         tau = getattr(self.neurons[0], "tau", None)
         self.leak = 1.0 - 1.0 / float(tau) if tau is not None else 1.0  # lambda
@@ -203,8 +210,25 @@ class FeedbackSNN(nn.Module):
             m = p.masks[key] = torch.empty_like(h).bernoulli_(1 - self.dropout) / (1 - self.dropout)
         return h * m
 
+    def check_input(self, x: torch.Tensor) -> None:
+        """:class:`~sj_bwsnn.errors.ShapeError` unless ``x`` is a static batch ``[N, C, H, W]``
+        (rank and channels checked when ``in_chans`` is known; event frames always refused)."""
+        if isinstance(x, torch.fx.Proxy):
+            return
+        name, got = type(self).__name__, f"{x.dim()}-D shape {tuple(x.shape)}"
+        if x.dim() == 5:
+            raise ShapeError(f"{name} takes static images [N, C, H, W] (a constant input current), "
+                             f"got {got}: feedback SNNs do not support event frames")
+        if self.in_chans is not None and x.dim() != 4:
+            hint = ("; grey images [N, H, W] need x.unsqueeze(1), one image [C, H, W] "
+                    "x.unsqueeze(0)" if x.dim() == 3 else "")
+            raise ShapeError(f"{name} expects [N, C, H, W] images, got {got}{hint}")
+        if self.in_chans is not None:
+            check_model_input(x, name, self.T, self.in_chans)  # channels (channels-last hint)
+
     def begin(self, x: torch.Tensor) -> FeedbackPass:
         """The input current ``x1`` and feedback scale ``c`` (with autograd's graph when it is on)."""
+        self.check_input(x)
         if self.flatten:
             x = x.flatten(1)
         p = FeedbackPass(x, x.new_ones(()), {})
@@ -273,9 +297,6 @@ class FeedbackSNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, num_classes]`` from the rates of layer L after ``T`` steps."""
-        if x.dim() == 5:
-            raise UserError("feedback SNNs take static images [N, C, H, W] (constant input current); "
-                            "event frames are not supported")
         return self.readout(self.simulate(self.begin(x))[-1])
 
     def get_classifier(self) -> nn.Module:
@@ -310,12 +331,44 @@ def _bn_after(conv: nn.Module, out: int, bn: bool, fc: bool = False) -> nn.Modul
     return nn.Sequential(conv, nn.BatchNorm1d(out) if fc else nn.BatchNorm2d(out))
 
 
+_NET_KEYS = ("T", "neuron", "neuron_kwargs")  # from the recipe's own keys, not model.kwargs
+
+
+def _arch(kind: str, kw: dict) -> dict:
+    """``ARCHS[kind]`` updated by (and without) the architecture keys of ``kw``, checked: a key
+    of another architecture or a bad stride list is one :class:`UserError` line naming it."""
+    base = ARCHS[kind]
+    for key in kw:
+        if key not in base and key not in _NET_KEYS:
+            other = next((k for k, a in ARCHS.items() if key in a), None)
+            why = (f" (an option of {other}: left from another model.name?)" if other
+                   else closest(key, base))
+            raise UserError(f"model.kwargs.{key}: {kind} has no such option{why}; it takes "
+                            f"{', '.join(base)}")
+    arch = dict(base, **{k: kw.pop(k) for k in list(kw) if k in base})
+    if "widths" in arch:
+        widths, strides = arch["widths"], arch["hidden_strides"]
+        if not (isinstance(widths, (list, tuple)) and widths and all(_count(w) for w in widths)):
+            raise UserError(f"model.kwargs.widths must be a list of channel counts (integers "
+                            f">= 1), got {widths!r}")
+        if not (isinstance(strides, (list, tuple)) and len(strides) == len(widths) - 1
+                and all(_count(s) for s in strides)):
+            raise UserError(f"model.kwargs.hidden_strides must give one stride (an integer >= 1) "
+                            f"per hidden layer, {len(widths) - 1} for widths {list(widths)}, "
+                            f"got {strides!r}")
+    return arch
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
 def _create(kind: str, pretrained: bool, kwargs: dict) -> FeedbackSNN:
     kw = entrypoint_kwargs(pretrained, kwargs)
     binary, scaling = bool(kw.pop("binary", False)), kw.pop("scaling", "channel")
     detach = kw.pop("detach_alpha", True)
     in_chans, num_classes = int(kw.pop("in_chans", 1)), int(kw.pop("num_classes", 10))
-    arch = dict(ARCHS[kind], **{k: kw.pop(k) for k in list(kw) if k in ARCHS[kind]})
+    arch = _arch(kind, kw)
     init, bn, size = arch["init"], arch["bn"], int(arch["img_size"])
     if kind == "fsnn_fc":
         h = int(arch["hidden"])
@@ -331,6 +384,9 @@ def _create(kind: str, pretrained: bool, kwargs: dict) -> FeedbackSNN:
         hidden, side = [], size // s
         for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
             stride = arch["hidden_strides"][i]
+            if side % stride:
+                raise UserError(f"model.kwargs.hidden_strides: layer {i + 1}'s {side}x{side} "
+                                f"maps (img_size {size}) do not divide by its stride {stride}")
             hidden.append(_bn_after(_conv(binary, cin, cout, k, stride, not bn, scaling, detach),
                                     cout, bn))
             side //= stride
@@ -346,7 +402,7 @@ def _create(kind: str, pretrained: bool, kwargs: dict) -> FeedbackSNN:
                     fb_norm_range=arch["fb_norm_range"], v_init=arch["v_init"])
     defaults.update(kw)
     return FeedbackSNN(encoder, hidden, fb, head, num_classes, flatten=kind == "fsnn_fc",
-                       binary=binary, **defaults)
+                       binary=binary, in_chans=in_chans, **defaults)
 
 
 _IDE = dict(init="ide", bn=True, dropout=0.2, fb_norm="spectral", fb_norm_range=1.0, v_init=0.0,
