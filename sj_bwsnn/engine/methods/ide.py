@@ -42,8 +42,10 @@ def feedback_snn(model, method: str) -> FeedbackSNN:
     """The :class:`FeedbackSNN` behind ``model`` (a DDP wrapper is looked through), else one line."""
     net = getattr(model, "module", model)
     if not isinstance(net, FeedbackSNN):
-        raise UserError(f"train.method {method} trains feedback SNNs only (model.name: fsnn_fc, "
-                        f"fsnn_conv, fsnn_alexnet_f, fsnn_cifarnet_f, fsnn_convnet_f); "
+        import timm
+
+        raise UserError(f"train.method {method} trains feedback SNNs only (model.name: "
+                        f"{', '.join(timm.list_models('fsnn_*'))}); "
                         f"{type(net).__name__} is not one")
     return net
 
@@ -68,7 +70,10 @@ def broyden(g, x0: torch.Tensor, iters: int, tol: float, memory: int = 27):
     Jacobian ``-I + U V^T`` per sample (at most ``memory`` pairs, I:m/broyden.py:121-177).
 
     Stops when ``||g(x)|| <= tol * ||g(x0)||`` (norms over the whole batch), after ``iters``
-    iterations, or when the residual blows up (1e6 x the initial one). Returns ``(x, rel, steps)``:
+    iterations, or when the residual blows up past 1e6 x the initial one: the group code's
+    protective break at ``1e6 * n_elem * init_objective`` (I:m/broyden.py:141,165), where
+    ``n_elem = 1`` because IDE hands the solver ``[B, D, 1]`` vectors (I:m/snnide_module.py:82,136;
+    snnide_multilayer_module.py:80,137), so the same bound. Returns ``(x, rel, steps)``:
     the iterate with the lowest residual, that residual over ``||g(x0)||`` and the iterations run.
     """
     x, gx = x0, g(x0)
