@@ -111,3 +111,20 @@ def test_cli_summary_bad_input(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["summary", "no_such_recipe"]) == 2
     assert "recipe not found" in capsys.readouterr().err
+
+
+def test_feedback_scale_is_listed_as_a_scalar_not_unused():
+    """fsnn's fb_norm (SpectralScale) runs every forward and returns the 0-d scale c."""
+    import timm
+
+    from sj_bwsnn.analysis.summary import format_summary
+    from sj_bwsnn.neuron import IFNode
+
+    torch.manual_seed(0)
+    net = timm.create_model("fsnn_fc", img_size=4, hidden=6, num_classes=3, T=3, neuron=IFNode,
+                            neuron_kwargs={"v_reset": None})
+    s = summarize(net, torch.randn(1, 1, 4, 4), T=3)
+    assert _row(s, "fb_norm")["out_shape"] == []
+    line = next(x for x in format_summary(s).splitlines() if x.startswith("fb_norm"))
+    assert "scalar" in line and "(unused)" not in line
+

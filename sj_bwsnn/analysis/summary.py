@@ -14,7 +14,10 @@ Per reported layer (see :func:`~sj_bwsnn.analysis.profile.reported_modules`):
   operations over one forward divided by ``T`` (so the stem, which runs once on a static image for
   all ``T`` steps, is amortised over them). Rows that hold no layer but run ops of their own (a
   block's residual addition, the mean over time at the top level) are listed too, so the rows add
-  up to the totals.
+  up to the totals. A layer that returns a 0-d tensor (fsnn's ``fb_norm``: the feedback scale
+  ``c``, a matrix-vector product once per forward, which SpikingJelly's counters do not count:
+  they have no rule for ``aten.mv`` / ``aten.dot``) shows the output ``scalar``; ``(unused)``
+  marks a layer the forward never reached.
 * ``flops_per_step`` — conv / linear layers: output elements x fan-in per sample and step, every
   synapse counted (the dense count, the upper bound of the ACs of a spike-input layer).
 
@@ -147,7 +150,8 @@ def format_summary(s: dict, title: str = "") -> str:
     rows = []
     for r in s["layers"]:
         ran = r["macs_per_step"] or r["acs_per_step"]
-        shape = "x".join(map(str, r["out_shape"])) if r["out_shape"] else "-" if ran else "(unused)"
+        shape = ("x".join(map(str, r["out_shape"])) if r["out_shape"] else
+                 "scalar" if r["out_shape"] == [] else "-" if ran else "(unused)")
         rows.append((r["name"], r["kind"], shape, _fmt_count(r["params_1bit"]),
                      _fmt_count(r["params_32bit"]), _fmt_bytes(r["bytes_trained"]),
                      _fmt_bytes(r["bytes_deployed"]), _fmt_count(r["flops_per_step"]),
