@@ -206,8 +206,8 @@ def _analysis_source(target: str, sets: list[str]):
     if is_checkpoint_path(target) or is_torch_file(Path(target)):
         if sets:
             raise UserError("--set applies to recipes; a checkpoint carries its own recipe")
-        return source_from_checkpoint(target)
-    return build_source(load_recipe(find_recipe(target), sets))
+        return source_from_checkpoint(target, need_data=False)
+    return build_source(load_recipe(find_recipe(target), sets), need_data=False)
 
 
 def _print_json(obj) -> None:
@@ -219,16 +219,17 @@ def _print_json(obj) -> None:
 def cmd_summary(args) -> int:
     from .analysis.summary import format_summary, summarize
 
-    from .analysis.source import sample_batches
+    from .analysis.source import example_batch
 
     src = _analysis_source(args.target, args.set)
-    x = next(sample_batches(src, 1))
+    x, what = example_batch(src)
     x = x[:, :1] if src.info.frames else x[:1]
     s = summarize(src.model, x, src.recipe.T)
     if args.json:
-        _print_json({"source": args.target, "model": src.recipe.model.name, **s})
+        _print_json({"source": args.target, "model": src.recipe.model.name, "input": what, **s})
     else:
-        print(format_summary(s, f"{src.recipe.model.name} from {args.target}"))
+        print(format_summary(s, f"{src.recipe.model.name} from {args.target}\n"
+                                f"counted on one sample of the {what}"))
     return 0
 
 
@@ -275,7 +276,7 @@ def cmd_export(args) -> int:
     import torch
     from spikingjelly.activation_based import functional
 
-    from .analysis.source import sample_batches, source_from_checkpoint
+    from .analysis.source import example_batch, source_from_checkpoint
     from .deploy.packed import export_model, load_exported
 
     if args.format == "nir":
@@ -283,10 +284,10 @@ def cmd_export(args) -> int:
     if args.nir_threshold is not None:
         raise UserError("--nir-threshold applies to --format nir only")
     out = _export_out(args, ".bwsnn")
-    src = source_from_checkpoint(args.checkpoint)
+    src = source_from_checkpoint(args.checkpoint, need_data=False)
     sizes = export_model(src.model, src.recipe.to_dict(), src.info, out)
-    # check the promise: the reloaded model gives identical outputs on real test inputs
-    x = next(sample_batches(src, 1))
+    # check the promise: the reloaded model gives identical outputs (test inputs where here)
+    x, what = example_batch(src)
     with torch.no_grad():
         a = src.model(x)
         functional.reset_net(src.model)
@@ -302,7 +303,7 @@ def cmd_export(args) -> int:
               f"fp32 alpha per channel): {sizes['ratio']:.1f}x smaller")
     else:
         print("no binary layers (a full-precision model): every weight stored as it is")
-    print(f"reloaded with sj_bwsnn.load_exported: outputs on {x.shape[0]} test inputs "
+    print(f"reloaded with sj_bwsnn.load_exported: outputs on {x.shape[-4]} {what} "
           f"{'identical' if same else 'DIFFER (max |diff| %.3g)' % (a - b).abs().max().item()}")
     return 0 if same else 1
 
@@ -322,7 +323,7 @@ def _export_out(args, suffix: str) -> Path:
 def _export_nir(args) -> int:
     """``export --format nir``: write the NIR graph, reload it with SpikingJelly's importer and
     report its agreement with the checkpoint's model on one test batch."""
-    from .analysis.source import sample_batches, source_from_checkpoint
+    from .analysis.source import example_batch, source_from_checkpoint
     from .deploy.nir import DT, require_nir, to_nir, write_nir
 
     require_nir()
@@ -331,8 +332,8 @@ def _export_nir(args) -> int:
     from .deploy import nir_check
 
     out = _export_out(args, ".nir")
-    src = source_from_checkpoint(args.checkpoint)
-    x = next(sample_batches(src, 1))
+    src = source_from_checkpoint(args.checkpoint, need_data=False)
+    x, what = example_batch(src)
     graph = to_nir(src.model, x, DT, args.nir_threshold or "sj")
     size = write_nir(graph, out)
     kinds = [type(n).__name__ for n in graph.nodes.values()]
@@ -345,8 +346,8 @@ def _export_nir(args) -> int:
     rep = nir_check.agreement(nir_check.run_ours(src.model, x),
                               nir_check.run_sj(nir.read(out), nir_check.input_sequence(src.model, x),
                                                DT))
-    print(f"reloaded with SpikingJelly's import_from_nir: predictions on {rep['samples']} test "
-          f"inputs {rep['same_prediction']:.2%} identical, spikes {rep['spikes_identical_all']:.4%} "
+    print(f"reloaded with SpikingJelly's import_from_nir: predictions on {rep['samples']} {what} "
+          f"{rep['same_prediction']:.2%} identical, spikes {rep['spikes_identical_all']:.4%} "
           f"identical over {rep['layers_compared']} neuron layers, max |logit diff| "
           f"{rep['max_logit_diff']:.3g}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _analysis_util import make_checkpoint
+from _analysis_util import RECIPE, make_checkpoint, make_foreign_checkpoint
 from spikingjelly.activation_based import functional
 
 import sj_bwsnn
@@ -93,6 +93,23 @@ def test_cli_export(exported, capsys):
     assert "identical" in out and "x smaller" in out
     assert main(["export", str(tmp / "c.pt"), "--out", str(tmp / "nodir" / "m.bwsnn")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_export_without_the_data_set_and_of_an_old_ottt_run(tmp_path, capsys):
+    """Export rebuilds the model from the stored recipe alone: the data set need not be here (a
+    synthetic batch checks the reload, and the output says so), and a run whose training rules
+    have changed since (OTTT with a hard reset, refused for training today) still exports."""
+    absent = tmp_path / "absent"
+    tree = {**RECIPE, "data": {"name": "mnist", "root": str(absent)}, "train": {"method": "ottt"}}
+    _, model = make_foreign_checkpoint(tmp_path / "c.pt", tree)
+    assert main(["export", str(tmp_path / "c.pt"), "--out", str(tmp_path / "m.bwsnn")]) == 0
+    out = capsys.readouterr().out
+    assert ("outputs on 16 synthetic inputs (no test set here: mnist not found" in out
+            and out.rstrip().endswith("identical"))
+    assert not absent.exists()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(sj_bwsnn.load_exported(tmp_path / "m.bwsnn")(x), model.eval()(x))
 
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from _analysis_util import make_checkpoint
+from _analysis_util import RECIPE, make_checkpoint, make_foreign_checkpoint
 
 from sj_bwsnn.analysis.energy import energy_report
 from sj_bwsnn.analysis.summary import deployed_bytes, packed_bytes, summarize
@@ -128,3 +128,26 @@ def test_feedback_scale_is_listed_as_a_scalar_not_unused():
     line = next(x for x in format_summary(s).splitlines() if x.startswith("fb_norm"))
     assert "scalar" in line and "(unused)" not in line
 
+
+def test_cli_summary_of_a_checkpoint_without_its_data_set(tmp_path, capsys):
+    """The model is rebuilt from the stored recipe alone; a synthetic input of the data set's
+    shape stands in for the absent test set, and the output says so."""
+    absent = tmp_path / "absent"
+    make_foreign_checkpoint(tmp_path / "c.pt", {**RECIPE, "data": {"name": "mnist", "root": str(absent)}})
+    assert main(["summary", str(tmp_path / "c.pt"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["input_shape"] == [1, 1, 28, 28]
+    assert s["input"].startswith("synthetic inputs (no test set here: mnist not found")
+    assert not absent.exists()
+    assert main(["summary", str(tmp_path / "c.pt")]) == 0
+    assert "counted on one sample of the synthetic inputs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stored", [
+    {"train": {"method": "ottt"}},  # hard reset: refused for training since OTTT's traces need soft
+    {"train": {"method": "dsr"}},  # DSR with LIF neurons: refused for training
+])
+def test_cli_summary_of_a_checkpoint_whose_training_rules_changed(tmp_path, capsys, stored):
+    make_foreign_checkpoint(tmp_path / "c.pt", {**RECIPE, **stored})
+    assert main(["summary", str(tmp_path / "c.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input"] == "test inputs"  # digits is always here

@@ -1,6 +1,7 @@
 """Data sets by recipe name, returned as PyTorch loaders.
 
-:func:`build_loaders` is the one entry point the engine calls. Names: ``digits`` (embedded),
+:func:`build_loaders` is the one entry point the engine calls; :func:`data_info` describes a data
+set (classes, channels, size) from the recipe alone. Names: ``digits`` (embedded),
 ``mnist``, ``fashion_mnist`` (IDX files), ``cifar10``, ``cifar100`` (torchvision), ``imagenet`` (ImageFolder ``train/`` and ``val/``),
 ``cifar10dvs`` (SpikingJelly event frames). Every data set returns ``(images, labels)`` batches;
 images are ``[N, C, H, W]`` (static: direct encoding over T steps) or ``[N, T, C, H, W]`` event
@@ -27,6 +28,29 @@ class DataInfo:
     in_chans: int
     input_size: tuple[int, int]
     frames: bool = False  # batches are [N, T, C, H, W] event frames
+
+
+def data_info(cfg: Any) -> DataInfo:
+    """The :class:`DataInfo` of the recipe's ``data`` section without reading any file (to rebuild
+    a trained model or make an input of the right shape when the data set is not here).
+    ``imagenet``: 1000 classes (ILSVRC-2012); a subset's count is that of its class folders, which
+    only :func:`build_datasets` reads."""
+    if cfg.name == "digits":
+        from .digits import IN_CHANS, NUM_CLASSES, SIZE
+    elif cfg.name in ("mnist", "fashion_mnist"):
+        from .mnist import IN_CHANS, NUM_CLASSES, SIZE
+    elif cfg.name == "cifar10dvs":
+        from .dvs import IN_CHANS, NUM_CLASSES, SIZE
+
+        size = cfg.input_size or SIZE
+        return DataInfo(NUM_CLASSES, IN_CHANS, (size, size), frames=True)
+    elif cfg.name in ("cifar10", "cifar100", "imagenet"):
+        size = cfg.input_size or (224 if cfg.name == "imagenet" else 32)
+        return DataInfo({"cifar10": 10, "cifar100": 100, "imagenet": 1000}[cfg.name], 3, (size, size))
+    else:
+        raise UserError(f"data.name: unknown data set {cfg.name!r}{closest(cfg.name, DATASETS)}; "
+                        f"choose one of {', '.join(DATASETS)}")
+    return DataInfo(NUM_CLASSES, IN_CHANS, (SIZE, SIZE))
 
 
 def build_datasets(cfg: Any, T: int = 4):

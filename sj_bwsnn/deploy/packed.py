@@ -131,7 +131,7 @@ def load_exported(path: str | Path) -> nn.Module:
         raise UserError(f"{path} has export version {d.get('version')}; this sj_bwsnn reads "
                         f"version {VERSION}")
     info = d["info"]
-    model = build_model(recipe_from_dict(d["recipe"]),
+    model = build_model(recipe_from_dict(d["recipe"], network_only=True),
                         DataInfo(info["num_classes"], info["in_chans"], tuple(info["input_size"])))
     state = dict(d["tensors"])
     layers = dict(_binary_layers(model))

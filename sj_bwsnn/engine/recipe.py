@@ -247,7 +247,14 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _check_ranges(r: Recipe) -> None:
+# The checks that building the network needs (``recipe_from_dict(..., network_only=True)``): the
+# analysis and export commands rebuild a trained model and skip the training-only rules (method /
+# neuron pairings, loss placement, optimiser ...), which may have changed since it was trained.
+NETWORK_CHECKS = frozenset({"T", "model.scaling", "neuron.tau", "neuron.v_threshold",
+                            "neuron.alpha", "neuron.backend", "data.input_size"})
+
+
+def _check_ranges(r: Recipe, network_only: bool = False) -> None:
     checks = [
         (r.T >= 1, "T", "must be >= 1"),
         (r.data.batch_size >= 1, "data.batch_size", "must be >= 1"),
@@ -311,7 +318,7 @@ def _check_ranges(r: Recipe) -> None:
         (r.spide.grad_scale > 0, "spide.grad_scale", "must be > 0"),
     ]
     for ok, key, why in checks:
-        if not ok:
+        if not ok and (key in NETWORK_CHECKS or not network_only):
             raise UserError(f"recipe key '{key}' {why}")
 
 
@@ -392,10 +399,12 @@ def read_yaml(path: Path) -> dict:
     return tree
 
 
-def recipe_from_dict(tree: dict) -> Recipe:
-    """Validate a plain mapping (e.g. one stored in a checkpoint) into a :class:`Recipe`."""
+def recipe_from_dict(tree: dict, network_only: bool = False) -> Recipe:
+    """Validate a plain mapping (e.g. one stored in a checkpoint) into a :class:`Recipe`;
+    ``network_only``: check only what building the network needs (:data:`NETWORK_CHECKS`), to
+    rebuild a trained model whatever training rules have changed since."""
     recipe = _build(Recipe, tree, "")
-    _check_ranges(recipe)
+    _check_ranges(recipe, network_only)
     return recipe
 
 
