@@ -234,123 +234,15 @@ def cmd_summary(args) -> int:
 
 
 def cmd_energy(args) -> int:
-    from .analysis.energy import check_options, energy_report, format_energy, plot_firing_rates
-    from .analysis.source import build_source, sample_batches
-    from .engine import load_checkpoint, load_recipe
+    from .analysis.energy import energy_command
 
-    if args.batches is not None and args.batches < 1:
-        raise UserError(f"--batches must be >= 1, got {args.batches}")
-    if args.plot and not args.plot.lower().endswith(".png"):
-        raise UserError(f"--plot writes a PNG; give a file name ending in .png, got {args.plot}")
-    options = dict(convention=args.convention, precision=args.precision,
-                   binary_weights=args.binary_weights, e_mac=args.e_mac, e_ac=args.e_ac)
-    check_options(model=args.model, **options)  # refused before anything is loaded
-    from .engine.build import pick_device
-    from .engine.checkpoint import check_trained_with, check_writable
-
-    if args.plot:
-        check_writable(args.plot)  # now, not after the whole test set
-    recipe = load_recipe(find_recipe(args.recipe), args.set)
-    ckpt = load_checkpoint(args.checkpoint)
-    check_trained_with(args.recipe, recipe, args.set, ckpt, args.checkpoint)
-    src = build_source(recipe, ckpt["model"], args.checkpoint)
-    src.model.to(pick_device(src.recipe.train.device))
-    # streamed: the test set is never held in memory at once (lemaire streams it a second time)
-    rep = energy_report(src.model, lambda: sample_batches(src, args.batches), src.recipe.T,
-                        energy_model=args.model, neurobench=args.neurobench, **options)
-    if args.plot:
-        plot_firing_rates(rep, args.plot)
-    if args.json:
-        _print_json({"checkpoint": args.checkpoint,
-                     "firing_rate_definition": "spikes per neuron per time step, averaged over "
-                     "T and the samples", "count_unit": "operations per sample (all T steps)",
-                     "energy_unit": "pJ per sample", **rep})
-    else:
-        print(format_energy(rep))
-        if args.plot:
-            print(f"wrote {args.plot}")
-    return 0
+    return energy_command(args, find_recipe)
 
 
 def cmd_export(args) -> int:
-    import torch
-    from spikingjelly.activation_based import functional
+    from .deploy.command import export_command
 
-    from .analysis.source import example_batch, source_from_checkpoint
-    from .deploy.packed import export_model, load_exported
-
-    if args.format == "nir":
-        return _export_nir(args)
-    if args.nir_threshold is not None:
-        raise UserError("--nir-threshold applies to --format nir only")
-    out = _export_out(args, ".bwsnn")
-    src = source_from_checkpoint(args.checkpoint, need_data=False)
-    sizes = export_model(src.model, src.recipe.to_dict(), src.info, out)
-    # check the promise: the reloaded model gives identical outputs (test inputs where here)
-    x, what = example_batch(src)
-    with torch.no_grad():
-        a = src.model(x)
-        functional.reset_net(src.model)
-        reloaded = load_exported(out)
-        b = reloaded(x)
-        functional.reset_net(reloaded)
-    same = torch.equal(a, b)
-    print(f"wrote {out} ({sizes['file_bytes'] / 1024:.1f} KiB; checkpoint "
-          f"{Path(args.checkpoint).stat().st_size / 1024:.1f} KiB)")
-    if sizes["binary_layers"]:
-        print(f"{sizes['binary_layers']} binary layers: {sizes['binary_bytes_fp32'] / 1024:.1f} KiB "
-              f"as fp32 -> {sizes['binary_bytes_packed'] / 1024:.1f} KiB packed (1-bit signs + "
-              f"fp32 alpha per channel): {sizes['ratio']:.1f}x smaller")
-    else:
-        print("no binary layers (a full-precision model): every weight stored as it is")
-    print(f"reloaded with sj_bwsnn.load_exported: outputs on {x.shape[-4]} {what} "
-          f"{'identical' if same else 'DIFFER (max |diff| %.3g)' % (a - b).abs().max().item()}")
-    return 0 if same else 1
-
-
-def _export_out(args, suffix: str) -> Path:
-    """``--out`` checked before any work: writable, and not the checkpoint itself."""
-    from .engine.checkpoint import check_writable
-
-    out = Path(args.out)
-    if out.exists() and Path(args.checkpoint).exists() and out.samefile(args.checkpoint):
-        raise UserError(f"--out {out} is the checkpoint itself; write the export to another file "
-                        f"(e.g. {out.with_suffix(suffix)})")
-    check_writable(out)
-    return out
-
-
-def _export_nir(args) -> int:
-    """``export --format nir``: write the NIR graph, reload it with SpikingJelly's importer and
-    report its agreement with the checkpoint's model on one test batch."""
-    from .analysis.source import example_batch, source_from_checkpoint
-    from .deploy.nir import DT, require_nir, to_nir, write_nir
-
-    require_nir()
-    import nir
-
-    from .deploy import nir_check
-
-    out = _export_out(args, ".nir")
-    src = source_from_checkpoint(args.checkpoint, need_data=False)
-    x, what = example_batch(src)
-    graph = to_nir(src.model, x, DT, args.nir_threshold or "sj")
-    size = write_nir(graph, out)
-    kinds = [type(n).__name__ for n in graph.nodes.values()]
-    binary = sum("binary_signs" in n.metadata for n in graph.nodes.values())
-    folded = sum("bn_folded" in n.metadata for n in graph.nodes.values())
-    print(f"wrote {out} ({size / 1024:.1f} KiB; NIR {nir.__version__}, {len(kinds)} nodes: "
-          + ", ".join(f"{kinds.count(k)} {k}" for k in sorted(set(kinds))) + ")")
-    print(f"{binary} binary layers as alpha * sign(w) (sign bits and alphas in node metadata); "
-          f"{folded} BatchNorms folded into the conv/linear before them; dt={DT:g}, T={src.model.T}")
-    rep = nir_check.agreement(nir_check.run_ours(src.model, x),
-                              nir_check.run_sj(nir.read(out), nir_check.input_sequence(src.model, x),
-                                               DT))
-    print(f"reloaded with SpikingJelly's import_from_nir: predictions on {rep['samples']} {what} "
-          f"{rep['same_prediction']:.2%} identical, spikes {rep['spikes_identical_all']:.4%} "
-          f"identical over {rep['layers_compared']} neuron layers, max |logit diff| "
-          f"{rep['max_logit_diff']:.3g}")
-    return 0
+    return export_command(args.checkpoint, args.out, args.format, args.nir_threshold)
 
 
 def cmd_doctor(args) -> int:

@@ -301,3 +301,45 @@ def plot_firing_rates(rep: dict, path: str | Path) -> None:
     fig.tight_layout()
     atomic_write_bytes(Path(path), lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
+
+
+def energy_command(args, find_recipe) -> int:
+    """``sj-bwsnn energy RECIPE --checkpoint FILE ...``: ``args`` is the parsed command line,
+    ``find_recipe`` the CLI's recipe lookup (a path or a bundled name). Options are checked before
+    anything is loaded; the test set is streamed, never held in memory at once."""
+    import json
+
+    from ..engine.build import pick_device
+    from ..engine.checkpoint import check_trained_with, check_writable, load_checkpoint
+    from ..engine.recipe import load_recipe
+    from .source import build_source, sample_batches
+
+    if args.batches is not None and args.batches < 1:
+        raise UserError(f"--batches must be >= 1, got {args.batches}")
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise UserError(f"--plot writes a PNG; give a file name ending in .png, got {args.plot}")
+    options = dict(convention=args.convention, precision=args.precision,
+                   binary_weights=args.binary_weights, e_mac=args.e_mac, e_ac=args.e_ac)
+    check_options(model=args.model, **options)
+    if args.plot:
+        check_writable(args.plot)  # now, not after the whole test set
+    recipe = load_recipe(find_recipe(args.recipe), args.set)
+    ckpt = load_checkpoint(args.checkpoint)
+    check_trained_with(args.recipe, recipe, args.set, ckpt, args.checkpoint)
+    src = build_source(recipe, ckpt["model"], args.checkpoint)
+    src.model.to(pick_device(src.recipe.train.device))
+    # lemaire streams the test set a second time
+    rep = energy_report(src.model, lambda: sample_batches(src, args.batches), src.recipe.T,
+                        energy_model=args.model, neurobench=args.neurobench, **options)
+    if args.plot:
+        plot_firing_rates(rep, args.plot)
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint,
+                          "firing_rate_definition": "spikes per neuron per time step, averaged "
+                          "over T and the samples", "count_unit": "operations per sample (all T "
+                          "steps)", "energy_unit": "pJ per sample", **rep}, indent=2))
+    else:
+        print(format_energy(rep))
+        if args.plot:
+            print(f"wrote {args.plot}")
+    return 0

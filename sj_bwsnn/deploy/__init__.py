@@ -1,7 +1,8 @@
 """Deployment: the packed 1-bit file (:mod:`.packed`) and NIR export (:mod:`.nir`).
 
-Above ``models`` and ``engine`` (it rebuilds models from recipes and writes files atomically),
-below ``cli.py`` (``sj-bwsnn export --format packed|nir``). NIR support needs the optional
+Above ``models``, ``engine`` and ``analysis`` (it rebuilds models from recipes and checkpoints and
+writes files atomically), below ``cli.py``, whose ``sj-bwsnn export --format packed|nir`` is
+:func:`.command.export_command`. NIR support needs the optional
 ``nir`` and ``nirtorch`` packages (``pip install 'sj-bwsnn[nir]'``), imported only when used.
 """
 
