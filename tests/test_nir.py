@@ -3,6 +3,7 @@ refusals, the CLI, and round trips through SpikingJelly's importer and snnTorch.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -207,7 +208,8 @@ class _Scaled(nn.Module):
 
 @pytest.mark.parametrize("build, match", [
     (lambda: timm.create_model("bw_resnet_tiny", neuron_kwargs={"v_reset": None}),
-     r"layer 'blocks.0.0.sn' \(LIFNode\) resets by subtraction"),
+     r"layer 'blocks.0.0.sn' \(LIFNode\) resets by subtraction .* use the packed export .* "
+     r"\(train.method ottt does not\); of the bundled recipes only digits_bwsnn"),
     (lambda: __import__("sj_bwsnn.models.bw_spikformer", fromlist=["x"]).BWSpikformer(
         embed_dim=16, depth=1, num_heads=2, img_size=16, patch_size=4, num_classes=5, T=2),
      r"layer 'blocks.0.attn' \(SSAUnit\) is spiking self-attention"),
@@ -217,6 +219,12 @@ class _Scaled(nn.Module):
     (lambda: timm.create_model("bw_resnet18", num_classes=10),
      r"layer 'stem.2' \(MaxPool2d\): NIR has no max pooling"),
     (lambda: _Scaled(), r"the model's own forward computes `mul`"),
+    (lambda: timm.create_model("fsnn_fc", img_size=2, neuron_kwargs={"v_reset": None}),
+     r"the model \(FeedbackSNN\) is a feedback SNN \(fsnn_\*\).* use the packed export"),
+    (lambda: timm.create_model("bw_resnet_tiny", norm="ws"),
+     r"the model \(BWResNet\) has model.kwargs.norm: ws .* \(norm: bn only\); use the packed"),
+    (lambda: timm.create_model("bw_resnet_tiny", head="dsr"),
+     r"the model \(BWResNet\) has model.kwargs.head: dsr .* \(head: linear only\); use the packed"),
 ])
 def test_what_nir_cannot_express_is_one_line_naming_the_layer(build, match):
     torch.manual_seed(0)
@@ -264,7 +272,10 @@ def test_cli_export_nir_errors_write_nothing(checkpoints, capsys, monkeypatch):
     out = checkpoints / "soft.nir"
     assert main(["export", str(checkpoints / "soft.pt"), "--format", "nir", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: cannot export to NIR: layer 'blocks.0.0.sn' (LIFNode) resets")
+    assert err.startswith("error: cannot export to NIR: the checkpoint's neurons reset by "
+                          "subtraction (neuron.v_reset: null), but NIR's LIF/IF reset to v_reset: "
+                          "use the packed export")
+    assert "--set neuron.v_reset=0.0; of the bundled recipes only digits_bwsnn" in err
     assert "\n" not in err and not out.exists()
     assert main(["export", str(checkpoints / "lif.pt"), "--nir-threshold", "spec",
                  "--out", str(out)]) == 2
@@ -272,3 +283,26 @@ def test_cli_export_nir_errors_write_nothing(checkpoints, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "nir", None)
     assert main(["export", str(checkpoints / "lif.pt"), "--format", "nir", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {NEEDS_NIR}" and not out.exists()
+
+
+@pytest.mark.parametrize("stored,match", [
+    ({"neuron": {"preset": "sltt"}}, r"the checkpoint's neurons reset by subtraction "
+                                     r"\(neuron.v_reset: null, from neuron.preset sltt\).* "
+                                     r"retrain with --set neuron.v_reset=0.0; of the bundled"),
+    ({"neuron": {"preset": "ottt"}, "train": {"method": "ottt"}},
+     r"trained with train.method ottt, whose neurons must reset by subtraction .* use the packed"),
+    ({"model": {"name": "fsnn_fc", "kwargs": {"img_size": 8, "hidden": 8}},
+      "neuron": {"type": "if", "v_reset": None}, "train": {"method": "ide"}},
+     r"fsnn_fc is a feedback SNN: its last layer feeds layer 0 one step later"),
+])
+def test_cli_export_nir_refusal_is_worded_for_the_runs_case(tmp_path, capsys, stored, match):
+    """The soft-reset advice depends on the run: OTTT cannot retrain with a hard reset, feedback
+    SNNs are refused as such (they require soft reset); nothing is written."""
+    from _analysis_util import make_foreign_checkpoint
+
+    make_foreign_checkpoint(tmp_path / "c.pt", {**RECIPE, **stored})
+    out = tmp_path / "m.nir"
+    assert main(["export", str(tmp_path / "c.pt"), "--format", "nir", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.match("error: cannot export to NIR: " + match, err) and "\n" not in err
+    assert not out.exists()

@@ -73,8 +73,14 @@ def build_source(recipe: Recipe, state: dict | None = None, path: str | Path = "
 
 
 def source_from_checkpoint(path: str | Path, need_data: bool = True) -> Source:
-    """The model of an sj_bwsnn training checkpoint, rebuilt from the recipe stored in it (only
-    what building the network needs is validated: training rules may have changed since)."""
+    """The model of an sj_bwsnn training checkpoint, rebuilt from the recipe stored in it."""
+    recipe, ckpt = recipe_from_checkpoint(path)
+    return build_source(recipe, ckpt["model"], path, need_data)
+
+
+def recipe_from_checkpoint(path: str | Path) -> tuple[Recipe, dict]:
+    """``(recipe, checkpoint)``: the recipe stored in a training checkpoint, validated only as far
+    as building the network needs (training rules may have changed since it was trained)."""
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt.get("recipe"), dict):  # never rebuild on default settings silently
         raise UserError(f"checkpoint {path} holds no recipe to rebuild its model from (not written "
@@ -84,7 +90,7 @@ def source_from_checkpoint(path: str | Path, need_data: bool = True) -> Source:
     except UserError as e:  # e.g. written by a version with other recipe keys
         raise UserError(f"the recipe stored in {path} does not load here (written by another "
                         f"sj_bwsnn version?): {e}") from None
-    return build_source(recipe, ckpt["model"], path, need_data)
+    return recipe, ckpt
 
 
 def sample_batches(src: Source, n_batches: int | None):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
+from .nir import ONLY_DIGITS, PACKED
 
 
 def export_command(checkpoint: str, out: str, fmt: str = "packed",
@@ -67,10 +68,29 @@ def export_out(checkpoint: str, out: str, suffix: str) -> Path:
     return path
 
 
+def check_nir_recipe(recipe) -> None:
+    """Refuse a checkpoint's recipe that cannot go to NIR, in one line worded for its case, before
+    its model is built (``sj-bwsnn export --format nir``); to_nir checks the model itself."""
+    if recipe.model.name.startswith("fsnn_"):
+        raise UserError(f"cannot export to NIR: {recipe.model.name} is a feedback SNN: its last "
+                        f"layer feeds layer 0 one step later, a loop through time that the "
+                        f"per-step NIR export (feed-forward graphs) does not build; {PACKED}")
+    if recipe.neuron.v_reset is not None or recipe.neuron.type.startswith("dsr_"):
+        return
+    if recipe.train.method == "ottt":
+        raise UserError(f"cannot export to NIR: trained with train.method ottt, whose neurons must "
+                        f"reset by subtraction (OTTT's traces need it), but NIR's LIF/IF reset to "
+                        f"v_reset; {PACKED}")
+    preset = f", from neuron.preset {recipe.neuron.preset}" if recipe.neuron.preset else ""
+    raise UserError(f"cannot export to NIR: the checkpoint's neurons reset by subtraction "
+                    f"(neuron.v_reset: null{preset}), but NIR's LIF/IF reset to v_reset: {PACKED}, "
+                    f"or retrain with --set neuron.v_reset=0.0; {ONLY_DIGITS}")
+
+
 def _export_nir(checkpoint: str, out: str, threshold: str) -> int:
     """``--format nir``: write the NIR graph, reload it with SpikingJelly's importer and report
     its agreement with the checkpoint's model on one batch."""
-    from ..analysis.source import example_batch, source_from_checkpoint
+    from ..analysis.source import build_source, example_batch, recipe_from_checkpoint
     from .nir import DT, require_nir, to_nir, write_nir
 
     require_nir()
@@ -79,7 +99,9 @@ def _export_nir(checkpoint: str, out: str, threshold: str) -> int:
     from . import nir_check
 
     path = export_out(checkpoint, out, ".nir")
-    src = source_from_checkpoint(checkpoint, need_data=False)
+    recipe, ckpt = recipe_from_checkpoint(checkpoint)
+    check_nir_recipe(recipe)  # the refusals worded for the run's case, before anything is built
+    src = build_source(recipe, ckpt["model"], checkpoint, need_data=False)
     x, what = example_batch(src)
     graph = to_nir(src.model, x, DT, threshold)
     size = write_nir(graph, path)

@@ -28,10 +28,15 @@ The graph's ``metadata`` records ``dt``, ``T``, the spike condition and the read
 logits are the mean over the ``T`` steps of the output node); every node's metadata names the
 layer it came from (``sj_bwsnn_layer``).
 
-Refused with one :class:`~sj_bwsnn.errors.UserError` naming the layer: spiking self-attention
-(products of two signals), soft-reset neurons (``v_reset=None``: NIR's IF/LIF reset *to*
-``v_reset``; reset by subtraction has no NIR form), DSR and other neurons without a NIR node,
-max pooling, BatchNorm without running statistics, and any other function in the forward.
+Refused with one :class:`~sj_bwsnn.errors.UserError` naming the layer: feedback SNNs
+(``fsnn_*``: recurrent through the time step), spiking self-attention (products of two signals),
+soft-reset neurons (``v_reset=None``: NIR's IF/LIF reset *to* ``v_reset``; reset by subtraction has
+no NIR form), DSR and other neurons without a NIR node, BW-ResNets with ``norm='ws'`` or
+``head='dsr'`` (constant scalings and DSR's read-out, which the per-step view does not build), max
+pooling, BatchNorm without running statistics, and any other function in the forward. Of the
+bundled recipes only ``digits_bwsnn`` (hard-reset LIF) exports: every real-data BW-ResNet recipe
+uses ``neuron.preset: sltt`` (soft reset). :func:`check_recipe` words the refusal for a
+checkpoint's recipe (the method's case) before its model is built.
 
 Threshold: SpikingJelly fires at ``v >= v_th``, the NIR spec at ``v > v_th`` (snnTorch, Norse and
 hardware follow the spec). With 1-bit weights and binary spikes the membrane lands exactly on the
@@ -58,11 +63,15 @@ from ..errors import UserError
 from ..layers import BinaryLayer
 from ..models.base import SpikingClassifier
 from ..models.bw_resnet import BWResNet
+from ..models.fsnn import FeedbackSNN
 from .packed import pack_signs
 
 DT = 1e-4  # SpikingJelly's and snnTorch's default; a reader must step with the same dt
 THRESHOLDS = ("sj", "spec")
 NEEDS_NIR = "needs the nir package: pip install 'sj-bwsnn[nir]'"
+PACKED = "use the packed export (sj-bwsnn export CHECKPOINT --out FILE, --format packed)"
+ONLY_DIGITS = ("of the bundled recipes only digits_bwsnn trains hard-reset neurons: every real-data "
+               "BW-ResNet recipe uses neuron.preset sltt (soft reset)")
 _BN = nn.modules.batchnorm._BatchNorm
 _BYPASS = (nn.Identity, nn.Dropout, layer.Dropout)
 
@@ -82,7 +91,9 @@ def require_nir():
 class _ResNetStep(nn.Module):
     """One time step of a :class:`BWResNet` (its modules, single-step mode): stem -> blocks ->
     head SN -> pool -> flatten -> fc. The stem runs every step on that step's input (the model
-    runs it once for a static image and repeats it: the same values)."""
+    runs it once for a static image and repeats it: the same values). This is
+    ``BWResNet.forward_seq`` for ``norm='bn'`` and ``head='linear'`` only; the others (a head
+    scale, DSR's read-out) are refused in :func:`_refuse_unmappable`."""
 
     def __init__(self, m: BWResNet):
         super().__init__()
@@ -102,7 +113,13 @@ def _refuse_unmappable(net: nn.Module, mapped: tuple) -> None:
     from ..models.bw_spikformer import SSAUnit
 
     mods = list(net.named_modules())
-    where = lambda name, m: f"cannot export to NIR: layer '{name}' ({type(m).__name__})"  # noqa: E731
+    where = lambda name, m: (f"cannot export to NIR: " + (f"layer '{name}'" if name else  # noqa: E731
+                                                           "the model") + f" ({type(m).__name__})")
+    for name, m in mods:
+        if isinstance(m, FeedbackSNN):
+            raise UserError(f"{where(name, m)} is a feedback SNN (fsnn_*): its last layer feeds "
+                            f"layer 0 one step later, a loop through time that the per-step NIR "
+                            f"export (feed-forward graphs) does not build; {PACKED}")
     for name, m in mods:
         if isinstance(m, (SpikingSelfAttention, SSAUnit)):
             raise UserError(f"{where(name, m)} is spiking self-attention: its matrix products "
@@ -115,8 +132,18 @@ def _refuse_unmappable(net: nn.Module, mapped: tuple) -> None:
                             f"neurons with hard reset)")
         if is_neuron and m.v_reset is None:
             raise UserError(f"{where(name, m)} resets by subtraction (v_reset=None), but NIR's "
-                            f"LIF/IF reset to v_reset; retrain with neuron.v_reset: 0.0 or use "
-                            f"the packed export")
+                            f"LIF/IF reset to v_reset: {PACKED}, or retrain with hard reset "
+                            f"(neuron.v_reset: 0.0) where the method allows it (train.method ottt "
+                            f"does not); {ONLY_DIGITS}")
+    for name, m in mods:
+        if isinstance(m, BWResNet) and m.norm == "ws":
+            raise UserError(f"{where(name, m)} has model.kwargs.norm: ws (weight-standardised "
+                            f"convs, the stream scaled by constants between blocks), which the "
+                            f"NIR export does not map (norm: bn only); {PACKED}")
+        if isinstance(m, BWResNet) and m.head == "dsr":
+            raise UserError(f"{where(name, m)} has model.kwargs.head: dsr (DSR's read-out, pool "
+                            f"-> SN -> fc -> BN -> SN with weighted rates), which the NIR export "
+                            f"does not map (head: linear only); {PACKED}")
     for name, m in mods:
         if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
             raise UserError(f"{where(name, m)}: NIR has no max pooling node (average pooling "
