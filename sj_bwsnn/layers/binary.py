@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 
-from ..errors import ShapeError
 from .binarize import WeightBinarizer
-from .shape import check_seq
+from .shape import check_seq, check_seq_features
 
 
 class BinaryLayer:
@@ -102,9 +101,7 @@ class BinaryConvTranspose2d(BinaryLayer, layer.ConvTranspose2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "s":
             return self._forward_op(x)
-        if x.dim() != 5:
-            raise ValueError(f"BinaryConvTranspose2d in step_mode='m' expects a 5-D [T, N, C, H, W] "
-                             f"input, got shape {tuple(x.shape)}")
+        check_seq(x, "BinaryConvTranspose2d in step_mode='m'", self.in_channels)
         return functional.seq_to_ann_forward(x, self._forward_op)
 
 
@@ -125,9 +122,6 @@ class BinaryLinear(BinaryLayer, layer.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Linear works on any leading shape, so [T, N, ..., F] needs no flattening in 'm'.
-        if self.step_mode == "m" and x.dim() < 3:
-            raise ShapeError(
-                f"BinaryLinear in step_mode='m' expects [T, N, ..., {self.in_features}], "
-                f"got shape {tuple(x.shape)}"
-            )
+        if self.step_mode == "m":
+            check_seq_features(x, "BinaryLinear in step_mode='m'", self.in_features)
         return self._forward_op(x)
