@@ -67,12 +67,11 @@ def test_file_is_plain_tensors_and_binary_layers_are_25x_smaller(exported):
     assert sizes["file_bytes"] < sizes["binary_bytes_fp32"] / 8
 
 
-def test_public_names_survive_the_move_to_deploy():
-    import sj_bwsnn.analysis
+def test_public_names():
     import sj_bwsnn.deploy
 
-    assert sj_bwsnn.load_exported is sj_bwsnn.deploy.load_exported is sj_bwsnn.analysis.load_exported
-    assert sj_bwsnn.analysis.export_model is sj_bwsnn.deploy.export_model
+    assert sj_bwsnn.load_exported is sj_bwsnn.deploy.load_exported
+    assert sj_bwsnn.deploy.export_model is export_model
 
 
 def test_load_exported_errors(exported, tmp_path):
