@@ -71,7 +71,27 @@ def test_public_names():
     import sj_bwsnn.deploy
 
     assert sj_bwsnn.load_exported is sj_bwsnn.deploy.load_exported
+    assert sj_bwsnn.to_nir is sj_bwsnn.deploy.to_nir
     assert sj_bwsnn.deploy.export_model is export_model
+    assert {"load_exported", "to_nir"} <= set(dir(sj_bwsnn))
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        sj_bwsnn.nope
+
+
+def test_import_sj_bwsnn_leaves_deploy_until_used():
+    """``import sj_bwsnn`` (and so ``sj-bwsnn --help``) does not import sj_bwsnn.deploy (the
+    recipe schema, checkpoints, data sets, torch.fx passes); the first use does."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, sj_bwsnn; a = 'sj_bwsnn.deploy' in sys.modules; "
+            "sj_bwsnn.load_exported; print(a, 'sj_bwsnn.deploy' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    assert out == ["False", "True"]
 
 
 def test_load_exported_errors(exported, tmp_path):
