@@ -2,7 +2,7 @@
 
 :func:`build_loaders` is the one entry point the engine calls. Names: ``digits`` (embedded),
 ``cifar10``, ``cifar100`` (torchvision), ``imagenet`` (ImageFolder ``train/`` and ``val/``),
-``cifar10dvs`` (SpikingJelly event frames). Every data set returns ``(images, labels)`` batches;
+``cifar10dvs``, ``nmnist``, ``dvs128_gesture`` (SpikingJelly event frames). Every data set returns ``(images, labels)`` batches;
 images are ``[N, C, H, W]`` (static: direct encoding over T steps) or ``[N, T, C, H, W]`` event
 frames (``DataInfo.frames``; the trainer transposes them to ``[T, N, C, H, W]``).
 """
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Subset
 from ..errors import UserError, closest
 from .sampler import EpochSampler
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "cifar10dvs")
+DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "cifar10dvs", "nmnist", "dvs128_gesture")
 
 
 @dataclass
@@ -51,6 +51,11 @@ def build_datasets(cfg: Any, T: int = 4):
 
         train, test, k, size = cifar10dvs_splits(cfg, T)
         return train, test, DataInfo(k, IN_CHANS, (size, size), frames=True)
+    if cfg.name in ("nmnist", "dvs128_gesture"):
+        from .neuromorphic import IN_CHANS as EVENT_CHANS, event_splits
+
+        train, test, k, size = event_splits(cfg, T)
+        return train, test, DataInfo(k, EVENT_CHANS, (size, size), frames=True)
     raise UserError(f"data.name: unknown data set {cfg.name!r}{closest(cfg.name, DATASETS)}; "
                     f"choose one of {', '.join(DATASETS)}")
 

@@ -1,7 +1,8 @@
 """The recipe schema: one YAML file names everything a run needs.
 
 A recipe is a mapping with the top-level keys of :class:`Recipe` (``T``, ``seed``,
-``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``, ``teacher``; every key
+``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``, ``teacher``,
+``opzo``; every key
 has a default, so a recipe only states what differs. ``--set key.sub=value`` overrides any key
 (the value is parsed as YAML: ``--set T=2``, ``--set neuron.v_reset=null``).
 
@@ -31,7 +32,7 @@ from ..neuron.nodes import BACKENDS
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | cifar10 | cifar100 | imagenet | cifar10dvs
+    name: str = "digits"  # digits | cifar10 | cifar100 | imagenet | cifar10dvs | nmnist | dvs128_gesture
     root: Optional[str] = None  # data-set folder; digits needs none
     download: bool = False  # cifar10/100, cifar10dvs: fetch a missing data set (never otherwise)
     batch_size: int = 64  # per process (per GPU under torchrun)
@@ -40,8 +41,9 @@ class DataConfig:
     pin_memory: Optional[bool] = None  # null: pin when CUDA is available
     test_fraction: float = 0.25  # digits: fraction held out for test (stratified)
     split_seed: int = 0  # digits: the train/test split is fixed by this seed, not by `seed`
-    augment: bool = False  # digits: random +-1 pixel shifts; cifar10dvs: random flip + shift
-    input_size: Optional[int] = None  # image side; null: the data set's own (32, 224, 128)
+    augment: bool = False  # digits: random +-1 pixel shifts; cifar10dvs: random flip + shift;
+    # nmnist, dvs128_gesture: random shift (no flip)
+    input_size: Optional[int] = None  # image side; null: the data set's own (32, 224, 128, 34)
     # timm create_transform (cifar10/100, imagenet training); see timm.data.create_transform
     pad: int = 0  # zero padding before the crop (cifar: 4 with scale/ratio 0.64/1 = RandomCrop)
     scale: Optional[list] = None  # RandomResizedCrop area range; null: timm's (0.08, 1)
@@ -115,9 +117,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # training method (sj_bwsnn.engine.methods): bptt | sltt | sltt_fused | sltt_k | ottt | dsr
+    # | opzo | dfa
     method: str = "bptt"
     k: int = 1  # sltt_k: time steps with backward per batch (1 <= k <= T)
-    online_update: bool = False  # ottt: an optimizer step per time step (OTTT_O)
+    online_update: bool = False  # ottt, opzo, dfa: an optimizer step per time step (OTTT_O)
     mse_lambda: float = 0.0  # loss (1 - lambda) * CE + lambda * MSE(logits, one-hot)
     amp: str = "off"  # off | bf16 | fp16 (fp16 uses a grad scaler)
     channels_last: bool = False
@@ -127,6 +130,18 @@ class TrainConfig:
     tensorboard: bool = True  # OUT/tb scalars when tensorboard is installed
     plot: bool = True  # OUT/curves.png at the end of a run
     checkpoint_every: int = 0  # also save OUT/last.pt every N training steps (0: at epoch ends)
+
+
+@dataclass
+class OPZOConfig:
+    """``train.method: opzo`` (and ``dfa``: only ``trace_decay``); engine/methods/opzo.py."""
+
+    noise_scale: float = 0.1  # alpha: std of the noise injected on every layer's output
+    momentum: float = 0.99  # lambda of the feedback connections M <- lambda M + (1-lambda) z o^T/alpha
+    noise: str = "gaussian"  # gaussian | rademacher | sphere
+    antithetic: bool = False  # dual noise: z at even time steps, -z at odd ones
+    samples: int = 1  # noisy copies of every input in the one forward pass (noise draws per step)
+    trace_decay: Optional[float] = None  # presynaptic trace decay; null: 1 - 1/tau (LIF), 1 (IF)
 
 
 @dataclass
@@ -140,6 +155,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    opzo: OPZOConfig = field(default_factory=OPZOConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -254,6 +270,13 @@ def _check_ranges(r: Recipe) -> None:
         (r.teacher.tau > 0, "teacher.tau", "must be > 0"),
         (0.0 <= r.teacher.weight <= 1.0, "teacher.weight", "must lie in [0, 1]"),
         (r.teacher.T is None or r.teacher.T >= 1, "teacher.T", "must be >= 1"),
+        (r.opzo.noise_scale > 0, "opzo.noise_scale", "must be > 0"),
+        (0.0 <= r.opzo.momentum < 1.0, "opzo.momentum", "must lie in [0, 1)"),
+        (r.opzo.noise in ("gaussian", "rademacher", "sphere"), "opzo.noise",
+         "must be gaussian, rademacher or sphere"),
+        (r.opzo.samples >= 1, "opzo.samples", "must be >= 1"),
+        (r.opzo.trace_decay is None or 0.0 <= r.opzo.trace_decay <= 1.0, "opzo.trace_decay",
+         "must lie in [0, 1] or be null"),
     ]
     for ok, key, why in checks:
         if not ok:

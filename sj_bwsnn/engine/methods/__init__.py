@@ -26,9 +26,13 @@ ottt       ``sltt`` plus presynaptic traces for the weight gradient          O(1
            (Xiao et al., NeurIPS 2022); ``online_update``: a step per t
 dsr        multi-step forward through DSR neurons, gradient of the          O(T)
            firing-rate representation (Meng et al., CVPR 2022)
+opzo       no spatial backprop: one noisy forward per step, each layer      O(1)
+           trained from ``M_l e`` with feedback ``M_l`` learned by momentum
+           (Xiao et al., ICLR 2026); OTTT traces, ``online_update`` too
+dfa        ``opzo``'s loop with fixed random feedback ``B_l`` (Nøkland 2016) O(1)
 ========== =============================================================== =============
 
-Step-wise methods (``sltt``, ``sltt_k``, ``ottt``) call ``model.forward_seq(x_t)`` with a one-step
+Step-wise methods (``sltt``, ``sltt_k``, ``ottt``, ``opzo``, ``dfa``) call ``model.forward_seq(x_t)`` with a one-step
 input ``[1, N, ...]`` per time step (the image itself for static ``[N, C, H, W]`` input, T =
 ``model.T``; frame ``t`` for ``[T, N, C, H, W]`` input) and rely on neuron state persisting
 across calls until ``functional.reset_net``, as every SpikingJelly multi-step network does.
@@ -38,6 +42,8 @@ from __future__ import annotations
 
 from ...errors import UserError, closest
 from ..precision import Precision
+from .dfa import DFA
+from .opzo import OPZO, feedback_points
 from .stepwise import OTTT, SLTT, SLTTK, PerModel, SLTTFused
 from .traces import presynaptic_traces, traced_layers
 
@@ -87,7 +93,7 @@ def _require_dsr_neurons(model) -> None:
 
 
 METHODS = {"bptt": BPTT, "sltt": SLTT, "sltt_fused": SLTTFused, "sltt_k": SLTTK, "ottt": OTTT,
-           "dsr": DSR}
+           "dsr": DSR, "opzo": OPZO, "dfa": DFA}
 
 
 def trace_decay_for(neuron_cfg) -> float:
@@ -97,8 +103,8 @@ def trace_decay_for(neuron_cfg) -> float:
 
 def build_method(spec):
     """The training method for a :class:`~sj_bwsnn.engine.recipe.Recipe` (its ``train.method``,
-    ``train.k``, ``train.online_update`` and the neuron's ``tau``) or for a bare method name
-    (default options)."""
+    ``train.k``, ``train.online_update``, the neuron's ``tau``, the ``opzo`` section and ``seed``)
+    or for a bare method name (default options)."""
     name = spec if isinstance(spec, str) else spec.train.method
     if name not in METHODS:
         raise UserError(f"train.method: unknown method {name!r}{closest(name, METHODS)}; "
@@ -110,8 +116,17 @@ def build_method(spec):
         return SLTTK(k=train.k)
     if name == "ottt":
         return OTTT(trace_decay=trace_decay_for(spec.neuron), online_update=train.online_update)
+    if name in ("opzo", "dfa"):
+        o = spec.opzo
+        decay = trace_decay_for(spec.neuron) if o.trace_decay is None else o.trace_decay
+        if name == "dfa":
+            return DFA(trace_decay=decay, online_update=train.online_update, seed=spec.seed)
+        return OPZO(noise_scale=o.noise_scale, momentum=o.momentum, noise=o.noise,
+                    antithetic=o.antithetic, samples=o.samples, trace_decay=decay,
+                    online_update=train.online_update)
     return METHODS[name]()
 
 
-__all__ = ["BPTT", "DSR", "METHODS", "OTTT", "SLTT", "SLTTFused", "SLTTK", "build_method",
-           "presynaptic_traces", "trace_decay_for", "traced_layers"]
+__all__ = ["BPTT", "DFA", "DSR", "METHODS", "OPZO", "OTTT", "SLTT", "SLTTFused", "SLTTK",
+           "build_method", "feedback_points", "presynaptic_traces", "trace_decay_for",
+           "traced_layers"]
