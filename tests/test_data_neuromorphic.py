@@ -79,3 +79,21 @@ def test_event_sets_offline_traps(tmp_path, name):
         build_loaders(cfg, seed=0, T=2)
     with pytest.raises(UserError, match=rf"data.root is required for {name}"):
         build_loaders(DataConfig(name=name), seed=0, T=2)
+
+
+@pytest.mark.parametrize("recipe, name, model", [
+    ("nmnist_opzo", "nmnist", "model.kwargs={widths: [16, 16], input_size: 8}"),
+    ("dvs_gesture_opzo_bp", "dvs128_gesture", "model.kwargs={widths: [4, 8], pool_after: [0]}")])
+def test_event_recipes_run_end_to_end(tmp_path, recipe, name, model):
+    """The bundled recipe for the set, one epoch on the tiny copy (small net, 8x8 frames, T=2)."""
+    import json
+
+    from sj_bwsnn.cli import main
+
+    make_events(tmp_path, name)
+    sets = [f"data.root={tmp_path}", "data.input_size=8", "T=2", model, "train.epochs=1",
+            "data.num_workers=0", "data.batch_size=8", "train.plot=false", "train.tensorboard=false"]
+    out = tmp_path / "run"
+    assert main(["train", recipe, "--out", str(out), *[a for s in sets for a in ("--set", s)]]) == 0
+    row = json.loads((out / "metrics.json").read_text())[0]
+    assert torch.isfinite(torch.tensor(row["train_loss"])) and 0.0 <= row["test_acc"] <= 1.0

@@ -327,3 +327,28 @@ def test_recipe_keys_reach_the_methods():
                        ({"trace_decay": 2}, "opzo.trace_decay"), ({"nois": "x"}, "did you mean")]:
         with pytest.raises(UserError, match=match):
             recipe_from_dict({"opzo": bad})
+
+
+@pytest.mark.parametrize("method", ["opzo", "dfa"])
+def test_resume_restores_the_feedback_and_continues_exactly(tmp_path, method):
+    """2 epochs straight == 1 epoch + --resume: weights and feedback matrices bitwise equal (a
+    resumed run that restarted M from zero, or drew new DFA matrices, would differ)."""
+    from sj_bwsnn.cli import find_recipe, main
+    from sj_bwsnn.engine import Trainer, load_checkpoint, load_recipe
+
+    sets = ["data.max_train=64", "data.max_test=32", "data.batch_size=16", "T=2", "seed=1",
+            "train.plot=false", "train.tensorboard=false", "train.device=cpu", "train.epochs=2",
+            "model.kwargs={widths: [16, 16], input_size: 8}", f"train.method={method}"]
+    flags = [a for s in sets for a in ("--set", s)]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", "digits_opzo", "--out", str(a), *flags]) == 0
+    b.mkdir()
+    Trainer(load_recipe(find_recipe("digits_opzo"), sets), b).fit(until=1)
+    assert main(["train", "digits_opzo", "--out", str(b), "--resume", *flags]) == 0
+    ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    assert ca["epoch"] == cb["epoch"] == 2
+    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+    fa, fb = ca["method"], cb["method"]
+    assert fa["method"] == method and len(fa["feedback"]) == 2  # stem and the hidden layer
+    assert all(torch.equal(x, y) for x, y in zip(fa["feedback"], fb["feedback"]))
+    assert fa.get("updates") == fb.get("updates") == (2 * 4 * 2 if method == "opzo" else None)
