@@ -7,9 +7,10 @@
 For every method and seed it trains the whole recipe through the real trainer (``--set
 train.method=M seed=S``) and keeps the final test accuracy. Then, per method, on a fixed training
 batch of the recipe's loader: ``step_ms`` (median wall time of ``method.train_step`` over
-``--reps`` calls after 3 warm-up calls) and ``saved_mib`` (peak activation memory autograd keeps
-for backward in one step, :class:`sj_bwsnn.analysis.memory.SavedActivationMeter`), plus
-``feedback_mib`` (OPZO's / DFA's feedback matrices, held outside autograd). Prints a table and
+``--reps`` calls after 3 warm-up calls, the methods' calls interleaved so that a change of load
+hits them alike) and ``saved_mib`` (peak activation memory autograd keeps for backward in one
+step, :class:`sj_bwsnn.analysis.memory.SavedActivationMeter`), plus ``feedback_mib`` (OPZO's /
+DFA's feedback matrices, held outside autograd). Prints a table and
 writes JSON (default ``bench/results/opzo_<device>_<UTC time>.json``).
 """
 
@@ -41,25 +42,44 @@ def train_accuracy(path, sets: list[str], method: str, seed: int) -> float:
         return Trainer(recipe, Path(out)).fit()["test_acc"]
 
 
-def cost(path, sets: list[str], method: str, reps: int) -> dict:
+def step_fn(path, sets: list[str], method: str):
+    """One training step of ``method`` on a fixed batch of the recipe's loader, and its cost."""
     recipe = load_recipe(path, sets + QUIET + [f"train.method={method}"])
     trainer = Trainer(recipe, None)
     x, y = next(iter(trainer.train_loader))
     x, y = trainer._prepare(x), y.to(trainer.device)
     model, m = trainer.net, trainer.method
+    model.train()
 
     def one():
         m.train_step(model, x, y, trainer.objective, trainer.optimizer, trainer.precision)
         functional.reset_net(model)
 
-    model.train()
-    times = event_times_ms(one, reps, warmup=3, cuda=trainer.device.type == "cuda")
-    meter = SavedActivationMeter(exclude=[*model.parameters(), *model.buffers()])
-    with meter:
-        one()
-    feedback = sum(t.numel() * t.element_size() for t in getattr(m, "matrices", []))
-    return {"step_ms": statistics.median(times), "saved_mib": meter.peak_bytes / 2**20,
-            "feedback_mib": feedback / 2**20, "batch": len(y), "T": recipe.T}
+    return one, trainer, len(y), recipe.T
+
+
+def costs(path, sets: list[str], methods: list[str], reps: int) -> dict:
+    """Per method: median step time (the methods' steps interleaved, so a change of load on a
+    shared machine hits them alike), peak saved activations of one step, feedback matrices."""
+    fns = {m: step_fn(path, sets, m) for m in methods}
+    for one, *_ in fns.values():
+        for _ in range(3):  # warm-up
+            one()
+    cuda = torch.cuda.is_available() and next(iter(fns.values()))[1].device.type == "cuda"
+    times = {m: [] for m in methods}
+    for _ in range(reps):
+        for m, (one, *_) in fns.items():
+            times[m].append(event_times_ms(one, 1, warmup=0, cuda=cuda)[0])
+    out = {}
+    for m, (one, trainer, batch, T) in fns.items():
+        model = trainer.net
+        meter = SavedActivationMeter(exclude=[*model.parameters(), *model.buffers()])
+        with meter:
+            one()
+        feedback = sum(t.numel() * t.element_size() for t in getattr(trainer.method, "matrices", []))
+        out[m] = {"step_ms": statistics.median(times[m]), "saved_mib": meter.peak_bytes / 2**20,
+                  "feedback_mib": feedback / 2**20, "batch": batch, "T": T}
+    return out
 
 
 def main(argv=None) -> None:
@@ -78,12 +98,13 @@ def main(argv=None) -> None:
     rows = []
     for method in args.methods:
         accs = [train_accuracy(path, args.set, method, s) for s in range(args.seeds)]
-        row = {"method": method, "acc": accs, "mean": statistics.mean(accs), "min": min(accs),
-               "max": max(accs), **cost(path, args.set, method, args.reps)}
-        rows.append(row)
-        print(f"{method:6s} acc mean {row['mean']:.4f} (min {row['min']:.4f}, max {row['max']:.4f}, "
-              f"{args.seeds} seeds)  step {row['step_ms']:.1f} ms  saved {row['saved_mib']:.2f} MiB"
-              f"  feedback {row['feedback_mib']:.2f} MiB", flush=True)
+        rows.append({"method": method, "acc": accs, "mean": statistics.mean(accs),
+                     "min": min(accs), "max": max(accs)})
+        print(f"{method:6s} test acc mean {rows[-1]['mean']:.4f} (min {rows[-1]['min']:.4f}, "
+              f"max {rows[-1]['max']:.4f}, {args.seeds} seeds)", flush=True)
+    measured = costs(path, args.set, args.methods, args.reps)
+    for row in rows:
+        row.update(measured[row["method"]])
     print("\n| method | test acc, mean (min-max) | step ms | activation MiB | feedback MiB |")
     print("|---|---|---|---|---|")
     for r in rows:

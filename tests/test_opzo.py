@@ -352,3 +352,22 @@ def test_resume_restores_the_feedback_and_continues_exactly(tmp_path, method):
     assert fa["method"] == method and len(fa["feedback"]) == 2  # stem and the hidden layer
     assert all(torch.equal(x, y) for x, y in zip(fa["feedback"], fb["feedback"]))
     assert fa.get("updates") == fb.get("updates") == (2 * 4 * 2 if method == "opzo" else None)
+
+
+@pytest.mark.parametrize("method", [OPZO, DFA])
+def test_online_update_steps_after_every_time_step(method):
+    class Counting(torch.optim.SGD):
+        steps = 0
+
+        def step(self, closure=None):
+            Counting.steps += 1
+            return super().step(closure)
+
+    x, y = torch.randn(4, 1, 4, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    for online, steps in ((True, 2), (False, 1)):
+        model = tiny("cnn")
+        before = model.stem[0].weight.detach().clone()
+        Counting.steps = 0
+        method(online_update=online).train_step(model, x, y, ce, Counting(model.parameters(), lr=0.1))
+        functional.reset_net(model)
+        assert Counting.steps == steps and not torch.equal(before, model.stem[0].weight)

@@ -136,10 +136,10 @@ class TrainConfig:
 class OPZOConfig:
     """``train.method: opzo`` (and ``dfa``: only ``trace_decay``); engine/methods/opzo.py."""
 
-    noise_scale: float = 0.1  # alpha: std of the noise injected on every layer's output
+    noise_scale: float = 0.3  # alpha: std of the noise injected on every layer's output
     momentum: float = 0.99  # lambda of the feedback connections M <- lambda M + (1-lambda) z o^T/alpha
     noise: str = "gaussian"  # gaussian | rademacher | sphere
-    antithetic: bool = False  # dual noise: z at even time steps, -z at odd ones
+    antithetic: bool = True  # dual noise: z at even time steps, -z at odd ones
     samples: int = 1  # noisy copies of every input in the one forward pass (noise draws per step)
     trace_decay: Optional[float] = None  # presynaptic trace decay; null: 1 - 1/tau (LIF), 1 (IF)
 

@@ -303,8 +303,8 @@ class OPZO(DirectFeedback):
 
     name = "opzo"
 
-    def __init__(self, noise_scale: float = 0.1, momentum: float = 0.99, noise: str = "gaussian",
-                 antithetic: bool = False, samples: int = 1, trace_decay: float = 0.5,
+    def __init__(self, noise_scale: float = 0.3, momentum: float = 0.99, noise: str = "gaussian",
+                 antithetic: bool = True, samples: int = 1, trace_decay: float = 0.5,
                  online_update: bool = False):
         super().__init__(trace_decay, online_update, samples)
         if noise_scale <= 0:
