@@ -5,15 +5,16 @@ signal. The network is cut at its *feedback points* (the layers' outputs: ``mode
 when the model defines it, else every spiking neuron); each cut passes a detached copy on, so no
 autograd graph connects two layers. Per time step ``t`` and layer ``l`` (``n_l`` units, ``K``
 classes, ``b`` a sample of the batch), as implemented; the source of each line in brackets
-(*paper*: its abstract, the only primary text that could be read; *2nd*: the secondary summary in
-``docs/opzo.md``; *code*: OTTT's official code, pkuxmq/OTTT-SNN; *ours*: our choice)::
+(*paper*: its abstract, the only primary text that could be read; *2nd*: a secondary summary, the
+papernotes.org ICLR 2026 note, see docs/opzo.md; *code*: OTTT's official code, pkuxmq/OTTT-SNN;
+*ours*: our choice)::
 
     s~_l  = sg(s_l) + alpha z_l                  noise injected on the layer's output     [paper, 2nd]
     z_l   ~ N(0, I)  (rademacher: +-1; sphere: uniform on the sphere of radius sqrt(n_l)) [2nd, ours]
             antithetic: z at even t, -z (the same draw) at odd t                         [2nd]
     e     = dL_t / do~                           closed-form loss gradient at the noisy
                                                  logits o~ (autograd of the loss alone)   [2nd]
-    M_l  <- lambda M_l + (1 - lambda) mean_b z_lb o~_b^T / alpha            [K x n_l]^T    [2nd]
+    M_l  <- lambda M_l + (1 - lambda) mean_b z_lb o~_b^T / alpha   (n_l x K)               [2nd]
     g_l   = M_l e / (1 - lambda^k)               k updates so far, M_0 = 0               [2nd; ours: M_0, 1/(1-lambda^k)]
     dL/dW_l += (psi(u_l) * g_l) a_hat_{l-1}^T    local backward of layer l from g_l       [2nd; traces: code]
     a_hat[t] = decay * a_hat[t-1] + x[t]         presynaptic trace (:mod:`.traces`)       [code: OTTT]
@@ -22,7 +23,11 @@ The last segment (from the last cut to the logits: the classifier) gets its exac
 ``L_t``, as OTTT's; each other segment ``W_l -> BN -> SN`` is differentiated locally from its own
 ``g_l`` (``psi`` is the surrogate derivative, BN's Jacobian is local to the layer). Gradients
 accumulate over the ``T`` steps and the optimizer steps once per batch, or after every step with
-``train.online_update`` (OPZO's online form, as OTTT_O; OTTT code train_cifar.py:200-240).
+``train.online_update`` (OPZO's online form, as OTTT_O: pkuxmq/OTTT-SNN train_cifar.py:196-248).
+Checked against OTTT's code for the base: the neuron (modules/neuron.py:62-118: ``V[t-1]``
+detached every step, the trace ``rate_tracking * (1 - 1/tau) + spike`` at :114) and the weight
+gradient from the trace (models/spiking_vgg.py:59-89, ``Replace``/``WrapedSNNOp``), which
+:mod:`.traces` reproduces.
 ``E_z[z o~^T / alpha]`` is the transposed Jacobian of the Gaussian-smoothed network (Stein's lemma;
 exact for a linear read-out), so ``M_l`` tracks ``E_x[J_l^T]`` over the data: a learned DFA matrix.
 
