@@ -3,7 +3,7 @@
 :func:`build_loaders` is the one entry point the engine calls; :func:`data_info` describes a data
 set (classes, channels, size) from the recipe alone. Names: ``digits`` (embedded),
 ``mnist``, ``fashion_mnist`` (IDX files), ``cifar10``, ``cifar100`` (torchvision), ``imagenet`` (ImageFolder ``train/`` and ``val/``),
-``cifar10dvs`` (SpikingJelly event frames). Every data set returns ``(images, labels)`` batches;
+``cifar10dvs``, ``nmnist``, ``dvs128_gesture`` (SpikingJelly event frames). Every data set returns ``(images, labels)`` batches;
 images are ``[N, C, H, W]`` (static: direct encoding over T steps) or ``[N, T, C, H, W]`` event
 frames (``DataInfo.frames``; the trainer transposes them to ``[T, N, C, H, W]``).
 """
@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Subset
 from ..errors import UserError, closest
 from .sampler import EpochSampler
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet", "cifar10dvs")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet", "cifar10dvs",
+            "nmnist", "dvs128_gesture")
 
 
 @dataclass
@@ -44,6 +45,12 @@ def data_info(cfg: Any) -> DataInfo:
 
         size = cfg.input_size or SIZE
         return DataInfo(NUM_CLASSES, IN_CHANS, (size, size), frames=True)
+    elif cfg.name in ("nmnist", "dvs128_gesture"):
+        from .neuromorphic import IN_CHANS as EVENT_CHANS, SETS
+
+        spec = SETS[cfg.name]
+        size = cfg.input_size or spec.size
+        return DataInfo(spec.num_classes, EVENT_CHANS, (size, size), frames=True)
     elif cfg.name in ("cifar10", "cifar100", "imagenet"):
         size = cfg.input_size or (224 if cfg.name == "imagenet" else 32)
         return DataInfo({"cifar10": 10, "cifar100": 100, "imagenet": 1000}[cfg.name], 3, (size, size))
@@ -80,6 +87,11 @@ def build_datasets(cfg: Any, T: int = 4):
 
         train, test, k, size = cifar10dvs_splits(cfg, T)
         return train, test, DataInfo(k, IN_CHANS, (size, size), frames=True)
+    if cfg.name in ("nmnist", "dvs128_gesture"):
+        from .neuromorphic import IN_CHANS as EVENT_CHANS, event_splits
+
+        train, test, k, size = event_splits(cfg, T)
+        return train, test, DataInfo(k, EVENT_CHANS, (size, size), frames=True)
     raise UserError(f"data.name: unknown data set {cfg.name!r}{closest(cfg.name, DATASETS)}; "
                     f"choose one of {', '.join(DATASETS)}")
 

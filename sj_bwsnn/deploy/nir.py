@@ -113,7 +113,7 @@ def _refuse_unmappable(net: nn.Module, mapped: tuple) -> None:
     from ..models.bw_spikformer import SSAUnit
 
     mods = list(net.named_modules())
-    where = lambda name, m: (f"cannot export to NIR: " + (f"layer '{name}'" if name else  # noqa: E731
+    where = lambda name, m: ("cannot export to NIR: " + (f"layer '{name}'" if name else  # noqa: E731
                                                            "the model") + f" ({type(m).__name__})")
     for name, m in mods:
         if isinstance(m, FeedbackSNN):

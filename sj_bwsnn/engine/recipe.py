@@ -2,7 +2,7 @@
 
 A recipe is a mapping with the top-level keys of :class:`Recipe` (``T``, ``seed``,
 ``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``, ``teacher``,
-``ide``, ``spide``; every key
+``ide``, ``spide``, ``opzo``; every key
 has a default, so a recipe only states what differs. ``--set key.sub=value`` overrides any key
 (the value is parsed as YAML: ``--set T=2``, ``--set neuron.v_reset=null``).
 
@@ -29,11 +29,12 @@ from ..errors import UserError, closest
 from ..layers.binarize import SCALINGS
 from ..neuron.nodes import BACKENDS
 from ..neuron.registry import resolve_preset
+from .method_sections import IDEConfig, OPZOConfig, SPIDEConfig
 
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | cifar100 | imagenet | cifar10dvs
+    name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | cifar100 | imagenet | cifar10dvs | nmnist | dvs128_gesture
     root: Optional[str] = None  # data-set folder; digits needs none (fashion_mnist: Debian's)
     download: bool = False  # mnist, fashion_mnist, cifar10/100, cifar10dvs: fetch a missing data set (never otherwise)
     batch_size: int = 64  # per process (per GPU under torchrun)
@@ -42,8 +43,9 @@ class DataConfig:
     pin_memory: Optional[bool] = None  # null: pin when CUDA is available
     test_fraction: float = 0.25  # digits: fraction held out for test (stratified)
     split_seed: int = 0  # digits: the train/test split is fixed by this seed, not by `seed`
-    augment: bool = False  # digits: random +-1 pixel shifts; cifar10dvs: random flip + shift
-    input_size: Optional[int] = None  # image side; null: the data set's own (32, 224, 128)
+    augment: bool = False  # digits: random +-1 pixel shifts; cifar10dvs: random flip + shift;
+    # nmnist, dvs128_gesture: random shift (no flip)
+    input_size: Optional[int] = None  # image side; null: the data set's own (32, 224, 128, 34)
     # timm create_transform (cifar10/100, imagenet training); see timm.data.create_transform
     pad: int = 0  # zero padding before the crop (cifar: 4 with scale/ratio 0.64/1 = RandomCrop)
     scale: Optional[list] = None  # RandomResizedCrop area range; null: timm's (0.08, 1)
@@ -125,12 +127,13 @@ class TrainConfig:
     label_smoothing: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # training method (sj_bwsnn.engine.methods): bptt | sltt | sltt_fused | sltt_k | ottt | dsr
-    # | ide | spide (feedback SNNs, model fsnn_*; options in the ide: / spide: sections)
+    # | ide | spide (feedback SNNs, model fsnn_*; options in the ide: / spide: sections) | opzo | dfa
     method: str = "bptt"
     k: int = 1  # sltt_k: time steps with backward per batch (1 <= k <= T)
-    online_update: bool = False  # ottt: an optimizer step per time step (OTTT_O)
+    online_update: bool = False  # ottt, opzo, dfa: an optimizer step per time step (OTTT_O)
     # where the loss sits: mean (on mean_t logits) | per_step ((1/T) sum_t loss(logits[t]));
-    # null: the method's own (bptt, dsr: mean; sltt, sltt_fused, sltt_k, ottt: per_step)
+    # null: the method's own (bptt, dsr, ide, spide: mean; sltt, sltt_fused, sltt_k, ottt, opzo,
+    # dfa: per_step)
     loss_on: Optional[str] = None
     mse_lambda: float = 0.0  # loss (1 - lambda) * CE + lambda * MSE(logits, target)
     mse_target: str = "one_hot"  # MSE target: one_hot (y) | ones (SLTT's CIFAR runs)
@@ -142,23 +145,6 @@ class TrainConfig:
     tensorboard: bool = True  # OUT/tb scalars when tensorboard is installed
     plot: bool = True  # OUT/curves.png at the end of a run
     checkpoint_every: int = 0  # also save OUT/last.pt every N training steps (0: at epoch ends)
-
-
-@dataclass
-class IDEConfig:
-    """``train.method: ide``: the implicit-gradient solve (sj_bwsnn/engine/methods/ide.py)."""
-
-    iters: int = 30  # Broyden iterations per batch at most (IDE code: threshold = 30)
-    tol: float = 1e-4  # stop at residual <= tol * ||dL/da||; above it: counted as unconverged
-
-
-@dataclass
-class SPIDEConfig:
-    """``train.method: spide``: the spiking backward (sj_bwsnn/engine/methods/spide.py)."""
-
-    steps: int = 250  # backward time steps T_b (SPIDE code: 250 CIFAR, 100 MNIST)
-    vth_back: float = 0.5  # backward threshold; spikes are +-2 vth_back (SPIDE code: 0.5)
-    grad_scale: float = 100.0  # k: the backward SNN gets k * dL/da (SPIDE code: 100 MNIST, 400 CIFAR)
 
 
 @dataclass
@@ -174,6 +160,7 @@ class Recipe:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     ide: IDEConfig = field(default_factory=IDEConfig)
     spide: SPIDEConfig = field(default_factory=SPIDEConfig)
+    opzo: OPZOConfig = field(default_factory=OPZOConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -316,6 +303,13 @@ def _check_ranges(r: Recipe, network_only: bool = False) -> None:
         (r.spide.steps >= 1, "spide.steps", "must be >= 1"),
         (r.spide.vth_back > 0, "spide.vth_back", "must be > 0"),
         (r.spide.grad_scale > 0, "spide.grad_scale", "must be > 0"),
+        (r.opzo.noise_scale > 0, "opzo.noise_scale", "must be > 0"),
+        (0.0 <= r.opzo.momentum < 1.0, "opzo.momentum", "must lie in [0, 1)"),
+        (r.opzo.noise in ("gaussian", "rademacher", "sphere"), "opzo.noise",
+         "must be gaussian, rademacher or sphere"),
+        (r.opzo.samples >= 1, "opzo.samples", "must be >= 1"),
+        (r.opzo.trace_decay is None or 0.0 <= r.opzo.trace_decay <= 1.0, "opzo.trace_decay",
+         "must lie in [0, 1] or be null"),
     ]
     for ok, key, why in checks:
         if not ok and (key in NETWORK_CHECKS or not network_only):

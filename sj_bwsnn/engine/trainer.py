@@ -7,7 +7,8 @@ clipping), teacher (:mod:`.distill`), method and objective from a :class:`Recipe
 trains, evaluates, appends to ``OUT/metrics.json``, logs TensorBoard scalars and saves
 ``OUT/last.pt`` (and ``OUT/best.pt`` when test accuracy improves), every file written
 atomically; ``OUT/curves.png`` at the end. ``--resume`` restores model, optimizer, schedule,
-grad scaler, EMA, metrics and RNG states (every rank's under torchrun), so a resumed run continues
+grad scaler, EMA, the method's own state (``method.state_dict()`` where it has one: the feedback
+matrices of ``opzo``/``dfa``), metrics and RNG states (every rank's under torchrun), so a resumed run continues
 exactly (bitwise on CPU with ``train.deterministic``). Under torchrun every method trains on the ranks' mean gradient
 (:func:`.distributed.data_parallel`: DDP for ``bptt``/``dsr``, a gradient all-reduce in
 ``Precision.step`` for the step-wise methods), buffers are broadcast from rank 0 before each
@@ -195,6 +196,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.precision.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
+            # a method's own state (opzo/dfa feedback matrices); None for stateless methods
+            "method": self.method.state_dict() if hasattr(self.method, "state_dict") else None,
             "metrics": self.metrics, "best_acc": self.best_acc,
             "rng": self._rng_state(), "rng_ranks": rng_ranks,
         }
@@ -213,6 +216,8 @@ class Trainer:
         self.precision.load_state_dict(ckpt.get("scaler") or {})
         if self.ema and ckpt.get("ema"):
             self.ema.load_state_dict(ckpt["ema"])
+        if ckpt.get("method") is not None and hasattr(self.method, "load_state_dict"):
+            self.method.load_state_dict(ckpt["method"])
         self.epoch, self.metrics, self.best_acc = ckpt["epoch"], ckpt["metrics"], ckpt["best_acc"]
         self.step = ckpt.get("step", 0)
         self.batch_in_epoch = ckpt.get("batch_in_epoch", 0)

@@ -171,6 +171,12 @@ class BWResNet(SpikingClassifier):
     def get_classifier(self) -> nn.Module:
         return self.fc
 
+    def feedback_points(self) -> list[nn.Module]:
+        """Where direct-feedback methods (``opzo``, ``dfa``) cut the net: the stem and every
+        multi-shortcut unit. Each unit's output is the residual stream, so cutting there leaves
+        no path around a cut: a unit (SN -> conv -> BN plus its shortcut) is one layer."""
+        return [self.stem, *(unit for block in self.blocks for unit in block)]
+
 
 def _stem(kind: str, norm: str, in_chans: int, width: int) -> nn.Sequential:
     """The real-valued stem: conv (WS conv with gain for ``norm='ws'``) -> BN (``'bn'`` only)
