@@ -40,8 +40,8 @@ def test_bw_resnet_small_is_registered_with_timm():
 
     model = timm.create_model("bw_resnet_small", num_classes=10, T=2)
     binary = [m for m in model.modules() if isinstance(m, BinaryLayer)]
-    assert len(binary) == 6 and model.in_chans == 1  # 3 blocks x 2 units, grey input
-    assert [m.out_channels for m in binary] == [16, 16, 32, 32, 64, 64]
+    assert len(binary) == 8 and model.in_chans == 1  # 4 blocks x 2 units, grey input
+    assert [m.out_channels for m in binary] == [16, 16, 32, 32, 64, 64, 128, 128]
     assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
 
 

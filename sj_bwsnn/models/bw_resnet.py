@@ -214,6 +214,6 @@ def bw_resnet_tiny(pretrained: bool = False, **kwargs) -> BWResNet:
 @register_model
 def bw_resnet_small(pretrained: bool = False, **kwargs) -> BWResNet:
     """A small BW-ResNet for 28x28 grey images ((Fashion-)MNIST) on a few CPU cores: 3x3 stem,
-    3 blocks of 16/32/64 channels (6 binary 3x3 convs)."""
+    4 blocks of 16/32/64/128 channels at 28/14/7/4 pixels (8 binary 3x3 convs)."""
     kwargs.setdefault("in_chans", 1)
-    return _create((1, 1, 1), (16, 32, 64), "cifar", pretrained, **kwargs)
+    return _create((1, 1, 1, 1), (16, 32, 64, 128), "cifar", pretrained, **kwargs)
