@@ -68,9 +68,9 @@ def build_datasets(cfg: Any, T: int = 4):
         train, test = digits_splits(cfg.test_fraction, cfg.split_seed, cfg.augment)
         return train, test, DataInfo(NUM_CLASSES, IN_CHANS, (SIZE, SIZE))
     if cfg.name in ("mnist", "fashion_mnist"):
-        from .mnist import IN_CHANS, NUM_CLASSES, SIZE, mnist_splits
+        from .mnist import IN_CHANS, NUM_CLASSES, SIZE, mnist_splits, train_transform
 
-        train, test = mnist_splits(cfg.name, cfg.root, cfg.download)
+        train, test = mnist_splits(cfg.name, cfg.root, cfg.download, train_transform(cfg))
         return train, test, DataInfo(NUM_CLASSES, IN_CHANS, (SIZE, SIZE))
     if cfg.name in ("cifar10", "cifar100"):
         from .vision import cifar_splits

@@ -44,9 +44,10 @@ class DataConfig:
     test_fraction: float = 0.25  # digits: fraction held out for test (stratified)
     split_seed: int = 0  # digits: the train/test split is fixed by this seed, not by `seed`
     augment: bool = False  # digits: random +-1 pixel shifts; cifar10dvs: random flip + shift;
-    # nmnist, dvs128_gesture: random shift (no flip)
-    input_size: Optional[int] = None  # image side; null: the data set's own (32, 224, 128, 34)
-    # timm create_transform (cifar10/100, imagenet training); see timm.data.create_transform
+    # nmnist, dvs128_gesture: random shift (no flip); mnist, fashion_mnist: timm create_transform
+    # from the pad ... re_prob keys below (training set)
+    input_size: Optional[int] = None  # image side; null: the data set's own (32, 224, 128, 34, 28)
+    # timm create_transform (cifar10/100, imagenet training; mnist, fashion_mnist with augment)
     pad: int = 0  # zero padding before the crop (cifar: 4 with scale/ratio 0.64/1 = RandomCrop)
     scale: Optional[list] = None  # RandomResizedCrop area range; null: timm's (0.08, 1)
     ratio: Optional[list] = None  # RandomResizedCrop aspect range; null: timm's (3/4, 4/3)
