@@ -97,8 +97,9 @@ def _resume_stopped_run(tmp_path):
 
 
 def _dvs_args(root):
-    return ["summary", "digits_bwsnn", "--set", "data.name=cifar10dvs", "--set", f"data.root={root}",
-            "--set", "T=2", "--set", "data.input_size=16"]
+    # train reads the data (summary of a recipe needs only its shapes: data_info)
+    return ["train", "digits_bwsnn", "--set", "data.name=cifar10dvs", "--set", f"data.root={root}",
+            "--set", "T=2", "--set", "data.input_size=16", "--set", "train.epochs=1"]
 
 
 def _dvs_tree(tmp_path):
@@ -153,6 +154,15 @@ CASES = [
      "--set expects key.sub=value"),
     ("unknown-method", lambda p, c: ["train", "digits_bwsnn", "--set", "train.method=stlt"],
      "did you mean 'sltt'"),
+    # a method that cannot train the model: refused before the run folder is made
+    ("ide-on-a-feedforward-net", lambda p, c: ["train", "digits_bwsnn", "--set", "train.method=ide"],
+     "train.method ide trains feedback SNNs only"),
+    ("dsr-without-dsr-neurons", lambda p, c: ["train", "digits_bwsnn", "--set", "train.method=dsr"],
+     "dsr and neuron.type dsr_if/dsr_lif go together"),
+    ("loss-on-mean-with-opzo", lambda p, c: ["train", "digits_opzo", "--set", "train.loss_on=mean"],
+     "train.loss_on: mean is not possible with train.method opzo"),
+    ("fsnn-unknown-option", lambda p, c: ["train", "digits_ide", "--set", "model.kwargs.foo=1"],
+     "model.kwargs.foo: fsnn_fc has no such option"),
     ("stop-after-zero", lambda p, c: ["train", "digits_bwsnn", "--stop-after", "0"],
      "--stop-after must be an epoch number >= 1, got 0"),
     # every command, not only train
@@ -211,8 +221,6 @@ CASES = [
                                         "--batches", "all"], "argument --batches: invalid int value"),
     ("corrupt-event-file", lambda p, c: _dvs_corrupt_events(p),
      os.path.join("events_np", "cat", "cifar10_cat_1.npz") + " (BadZipFile"),
-    ("corrupt-frame-file", lambda p, c: _dvs_corrupt_frames(p),
-     os.path.join("airplane", "cifar10_airplane_1.npz") + " (BadZipFile"),
 ]
 
 
@@ -302,3 +310,16 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     os.umask(mask)
     atomic_write_bytes(tmp_path / "f.bin", lambda f: f.write(b"x"))
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_corrupt_frame_file_read_during_training_is_one_line(tmp_path, capsys):
+    """A frame file is read only when its batch comes (here in a DataLoader worker), after the run
+    folder exists: one line, exit 2; the folder keeps only the run's recipe (no checkpoint)."""
+    argv = _dvs_corrupt_frames(tmp_path) + ["--out", str(tmp_path / "run")]
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert os.path.join("airplane", "cifar10_airplane_1.npz") + " (BadZipFile" in err[0], err
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -125,6 +125,7 @@ class Trainer:
         self.teacher = build_teacher(recipe, self.info, self.device) if training else None
         self.objective = build_objective(recipe, self.teacher)
         self.method = build_method(recipe)
+        self.method.check_model(self.model)  # before the run writes anything
         # what the method trains (DDP-wrapped for bptt/dsr under torchrun); every rank now holds
         # rank 0's weights, so the EMA below starts from them too
         self.net, grad_sync = distributed.data_parallel(self.model, self.device,

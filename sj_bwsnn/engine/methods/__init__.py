@@ -91,6 +91,10 @@ class BPTT(LossPlacement):
         # trainer then averages gradients itself (sj_bwsnn.engine.distributed)
         self.single_forward = self.loss_on == "mean"
 
+    def check_model(self, model) -> None:
+        if self.loss_on == "per_step":
+            require_forward_seq(model, f"{self.name} with train.loss_on: per_step")
+
     def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
         precision = precision or Precision()
         optimizer.zero_grad(set_to_none=True)
@@ -122,6 +126,10 @@ class DSR(BPTT, PerModel):
     """
 
     name = "dsr"
+
+    def check_model(self, model) -> None:
+        super().check_model(model)
+        _require_dsr_neurons(model)
 
     def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
         self.per_model(model, _require_dsr_neurons)

@@ -34,3 +34,7 @@ class LossPlacement:
             raise UserError(f"train.loss_on: {loss_on} is not possible with train.method "
                             f"{self.name}: {self.loss_on_why}")
         self.loss_on = loss_on
+
+    def check_model(self, model) -> None:
+        """Refuse, with one line, a model this method cannot train. The trainer calls it once the
+        model is built, before the run writes anything; the default accepts every model."""

@@ -184,6 +184,9 @@ class IDE(LossPlacement):
 
         return _Implicit.apply(z, a, solve)
 
+    def check_model(self, model) -> None:
+        feedback_snn(model, self.name)
+
     def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
         precision = precision or Precision()
         net = feedback_snn(model, self.name)

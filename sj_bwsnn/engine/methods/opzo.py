@@ -55,7 +55,7 @@ from ...errors import UserError
 from ..distributed import world
 from ..precision import Precision
 from .base import LossPlacement
-from .stepwise import PerModel, step_inputs
+from .stepwise import PerModel, require_forward_seq, step_inputs
 from .traces import presynaptic_traces, traced_layers
 
 NOISES = ("gaussian", "rademacher", "sphere")
@@ -180,6 +180,10 @@ class DirectFeedback(PerModel, LossPlacement):
         self.matrices: list[torch.Tensor] = []  # B_l, [n_l, K] float32, built on the first batch
         self._pending: dict | None = None  # a checkpoint's state, applied when the shapes are known
         self.noise, self.antithetic = "gaussian", False
+
+    def check_model(self, model) -> None:
+        require_forward_seq(model, f"train.method {self.name}")
+        feedback_points(model)
 
     # -- what a subclass defines ---------------------------------------------------------------
 

@@ -168,6 +168,9 @@ class SPIDE(LossPlacement):
 
         return _SpikingBackward.apply(rates[-1], run, *pre)
 
+    def check_model(self, model) -> None:
+        feedback_snn(model, self.name)
+
     def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
         precision = precision or Precision()
         net = feedback_snn(model, self.name)

@@ -85,6 +85,9 @@ class _StepWise(PerModel, LossPlacement):
     def __init__(self, loss_on: str | None = None):
         self.set_loss_on(loss_on)
 
+    def check_model(self, model) -> None:
+        require_forward_seq(model, f"train.method {self.name}")
+
     def grad_steps(self, T: int) -> set[int]:
         return set(range(T))
 
@@ -158,6 +161,10 @@ class OTTT(_StepWise):
             raise UserError(f"OTTT trace decay must lie in [0, 1], got {trace_decay}")
         self.trace_decay = float(trace_decay)
         self.online_update = bool(online_update)
+
+    def check_model(self, model) -> None:
+        super().check_model(model)
+        _ottt_layers(model)  # refuses hard-reset neurons
 
     def context(self, model):
         return presynaptic_traces(self.per_model(model, _ottt_layers), self.trace_decay)
