@@ -1,6 +1,6 @@
 """The ``sj-bwsnn`` command.
 
-    sj-bwsnn train RECIPE [--set key.sub=value ...] [--out DIR] [--resume]
+    sj-bwsnn train RECIPE [--set key.sub=value ...] [--out DIR] [--resume] [--stop-after EPOCH]
     torchrun --nproc_per_node=N -m sj_bwsnn train RECIPE ...   (DDP; rank 0 writes)
     sj-bwsnn eval RECIPE --checkpoint FILE [--ema] [--set ...]
     sj-bwsnn recipes

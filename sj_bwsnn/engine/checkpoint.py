@@ -3,9 +3,12 @@
 A checkpoint is a dict of tensors and plain Python values only (no pickled classes), so
 ``torch.load(..., weights_only=True)`` can read it and a file carrying arbitrary objects is refused:
 
-``{'format': 1, 'recipe': dict, 'epoch': int, 'model': state_dict, 'optimizer': ...,
-'scheduler': ..., 'metrics': list, 'rng': {...}, 'rng_ranks': [{...} per rank] or None,
-'best_acc': float}``
+``{'format': 1, 'recipe': dict, 'epoch': int, 'step': int, 'batch_in_epoch': int (mid-epoch
+position), 'partial': [loss sum, correct, seen] of that part, 'model': state_dict, 'optimizer': ...,
+'scheduler': ... or None, 'scaler': grad-scaler state, 'ema': state_dict or None, 'method': a
+method's own state (opzo/dfa feedback matrices) or None, 'metrics': list, 'best_acc': float,
+'rng': {...}, 'rng_ranks': [{...} per rank] or None}`` (:meth:`Trainer.state
+<sj_bwsnn.engine.trainer.Trainer.state>`).
 
 Every file sj_bwsnn writes (checkpoints, ``metrics.json``, ``recipe.yaml``, exports, plots)
 goes through :func:`atomic_write_bytes`, where any ``OSError`` becomes one :class:`UserError` line;
