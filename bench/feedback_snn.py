@@ -83,7 +83,7 @@ def accuracy(seeds: int, methods: list[str]) -> None:
 
 
 def memory(Ts: list[int], methods: list[str], reps: int) -> None:
-    from sj_bwsnn.models.fsnn import fsnn_fc
+    from sj_bwsnn.models import fsnn_fc
     from sj_bwsnn.neuron import IFNode
 
     g = torch.Generator().manual_seed(0)

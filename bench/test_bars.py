@@ -34,9 +34,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, nargs="+", default=[1, 3])
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--recipe", help="measure a whole recipe per seed instead (1-bit and FP twin)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="--recipe: a recipe override for every run (e.g. train.epochs=2)")
+    ap.add_argument("--binary-only", action="store_true", help="--recipe: skip the FP twin")
     args = ap.parse_args()
     if args.recipe:
-        return recipe_spread(args.recipe, args.seeds)
+        return recipe_spread(args.recipe, args.seeds, args.set, args.binary_only)
     torch.set_num_threads(1)  # as the test's one_thread fixture
     rows = []
     for epochs in args.epochs:
@@ -52,7 +55,7 @@ def main() -> None:
     write_record(stamped(ROOT / "bench" / "results", "test_bars"), "bench/test_bars.py", rows=rows)
 
 
-def recipe_spread(name: str, seeds: int) -> None:
+def recipe_spread(name: str, seeds: int, overrides: list[str] = (), binary_only: bool = False) -> None:
     import tempfile
 
     from sj_bwsnn.cli import find_recipe
@@ -61,23 +64,28 @@ def recipe_spread(name: str, seeds: int) -> None:
     rows = []
     for seed in range(seeds):
         row = {"seed": seed}
-        for kind, binary in (("binary", "true"), ("fp", "false")):
-            recipe = load_recipe(find_recipe(name), [f"seed={seed}", f"model.binary={binary}",
+        kinds = (("binary", "true"),) if binary_only else (("binary", "true"), ("fp", "false"))
+        for kind, binary in kinds:
+            recipe = load_recipe(find_recipe(name), [*overrides, f"seed={seed}",
+                                                     f"model.binary={binary}",
                                                      "train.tensorboard=false", "train.plot=false"])
             with tempfile.TemporaryDirectory() as out:
                 t0 = time.perf_counter()
                 row[kind] = Trainer(recipe, Path(out)).fit()["test_acc"]
                 row[f"{kind}_s"] = round(time.perf_counter() - t0, 1)
-        row["fp_minus_binary"] = row["fp"] - row["binary"]
         rows.append(row)
+        if binary_only:
+            print(f"seed {seed}: binary={row['binary']:.4f} ({row['binary_s']} s)", flush=True)
+            continue
+        row["fp_minus_binary"] = row["fp"] - row["binary"]
         print(f"seed {seed}: binary={row['binary']:.4f} ({row['binary_s']} s)  fp={row['fp']:.4f} "
               f"({row['fp_s']} s)  fp-binary={row['fp_minus_binary']:+.4f}", flush=True)
-    for key in ("binary", "fp", "fp_minus_binary"):
+    for key in ("binary",) if binary_only else ("binary", "fp", "fp_minus_binary"):
         vals = [r[key] for r in rows]
         print(f"{key:16s} min={min(vals):+.4f}  median={statistics.median(vals):+.4f}  "
               f"max={max(vals):+.4f}")
     write_record(stamped(ROOT / "bench" / "results", f"test_bars_{name}"), "bench/test_bars.py",
-                 recipe=name, rows=rows)
+                 recipe=name, overrides=list(overrides), rows=rows)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from _learning_util import digits_batches
 
 from sj_bwsnn.engine.methods import IDE, SPIDE
 from sj_bwsnn.engine.objectives import CrossEntropyObjective
-from sj_bwsnn.models.fsnn import fsnn_fc
+from sj_bwsnn.models import fsnn_fc
 from sj_bwsnn.neuron import IFNode
 
 METHODS = ("ide", "spide")

@@ -23,7 +23,7 @@ from sj_bwsnn.engine.objectives import CrossEntropyObjective
 from sj_bwsnn.engine.recipe import SPIDEConfig, recipe_from_dict
 from sj_bwsnn.errors import ShapeError, UserError
 from sj_bwsnn.layers import BinaryLayer
-from sj_bwsnn.models.fsnn import FeedbackSNN, fsnn_fc
+from sj_bwsnn.models import FeedbackSNN, fsnn_fc
 from sj_bwsnn.models.bw_resnet import bw_resnet_tiny
 from sj_bwsnn.neuron import IFNode, LIFNode
 

@@ -22,7 +22,7 @@ from sj_bwsnn.engine import Trainer, distributed, load_checkpoint, load_recipe
 from sj_bwsnn.engine.objectives import CrossEntropyObjective, DistillationObjective
 from sj_bwsnn.engine.methods import IDE, SPIDE
 from sj_bwsnn.engine.precision import Precision
-from sj_bwsnn.models.fsnn import fsnn_fc
+from sj_bwsnn.models import fsnn_fc
 from sj_bwsnn.neuron import IFNode
 
 pytestmark = pytest.mark.usefixtures("one_thread")

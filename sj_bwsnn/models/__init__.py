@@ -1,8 +1,8 @@
 """Registered models. Importing this module registers them with timm."""
 
 from .bw_resnet import BWResNet, bw_resnet18, bw_resnet34, bw_resnet_tiny
-from .fsnn import (
-    FeedbackSNN,
+from .fsnn import FeedbackSNN
+from .fsnn_archs import (
     fsnn_alexnet_f,
     fsnn_cifarnet_f,
     fsnn_conv,
