@@ -3,7 +3,8 @@
 One :class:`Trainer` per run: it builds data, model, optimizer (timm ``create_optimizer_v2``),
 schedule (timm ``create_scheduler_v2``, cosine with warmup), Mixup/CutMix (timm ``Mixup``),
 model EMA (timm ``ModelEmaV3``), precision (:class:`~.precision.Precision`: AMP, grad scaler,
-clipping), teacher (:mod:`.distill`), method and objective from a :class:`Recipe`. Per epoch it
+clipping), teacher (:mod:`.distill`), method and objective from a :class:`Recipe`, and compiles
+the method's entry when ``train.compile`` asks (:mod:`.compile`). Per epoch it
 trains, evaluates, appends to ``OUT/metrics.json``, logs TensorBoard scalars and saves
 ``OUT/last.pt`` (and ``OUT/best.pt`` when test accuracy improves), every file written
 atomically; ``OUT/curves.png`` at the end. ``--resume`` restores model, optimizer, schedule,
@@ -41,11 +42,12 @@ from ..neuron import check_backend_available
 from . import distributed
 from .build import build_model, pick_device
 from .checkpoint import atomic_write_bytes, load_model_state, save_checkpoint
+from .compile import compile_run
 from .distill import build_teacher, init_from_checkpoint
 from .methods import build_method
 from .objectives import build_objective
 from .precision import Precision
-from .recipe import Recipe, recipe_from_dict
+from .recipe import RESUMABLE_CHANGES, Recipe, first_difference, recipe_from_dict
 from .runlog import TensorBoard, plot_curves, progress
 
 __all__ = ["Trainer", "build_model", "param_groups", "pick_device", "seed_everything"]
@@ -72,17 +74,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float, binary_weight_deca
         groups[key].append(p)
     decay = {"binary": binary_weight_decay, "decay": weight_decay, "no_decay": 0.0}
     return [{"params": ps, "weight_decay": decay[k]} for k, ps in groups.items() if ps]
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``."""
-    flat = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v and k != "kwargs":
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -144,6 +135,11 @@ class Trainer:
 
             self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
         self._build_optim()
+        # train.compile: the method's compile_entry on the model and its EMA copy (compile.py)
+        self.compiled = compile_run(t.compile, t.compile_fullgraph, self.method,
+                                    [self.model] + ([self.ema.module] if self.ema else []),
+                                    self.train_loader.batch_size, self.test_loader.batch_size,
+                                    verbose=self.is_main)
         self.epoch, self.step = 0, 0
         self.batch_in_epoch = 0  # batches of the current epoch already trained (mid-epoch resume)
         self._partial = (0.0, 0, 0)  # that part's (loss sum, correct, seen)
@@ -207,13 +203,10 @@ class Trainer:
         }
 
     def load_state(self, ckpt: dict, path: Path) -> None:
-        saved = _flatten(recipe_from_dict(ckpt["recipe"]).to_dict())
-        now = _flatten(self.recipe.to_dict())
-        saved["train.epochs"] = now["train.epochs"]  # extending a run is allowed
-        diff = [k for k in now if saved.get(k) != now[k]]
+        diff = first_difference(recipe_from_dict(ckpt["recipe"]), self.recipe, RESUMABLE_CHANGES)
         if diff:
             raise UserError(f"--resume: the recipe differs from the one {path} was trained with "
-                            f"(first difference: {diff[0]}); resume with the same recipe and --set")
+                            f"(first difference: {diff}); resume with the same recipe and --set")
         load_model_state(self.model, ckpt["model"], path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler and ckpt.get("scheduler"):
@@ -282,6 +275,7 @@ class Trainer:
             if self.mixup is not None:
                 x, y = self._mix(x, y)
             x, y = self._prepare(x), y.to(dev, non_blocking=True)
+            self.compiled.begin_batch()
             loss, logits = self.method.train_step(net, x, y, self.objective, self.optimizer,
                                                   self.precision)
             functional.reset_net(net)
@@ -331,6 +325,7 @@ class Trainer:
         seen = 0
         for x, y in self.test_loader:
             x, y = self._prepare(x), y.to(dev, non_blocking=True)
+            self.compiled.begin_batch()
             with self.precision.autocast():
                 logits = model(x)
             functional.reset_net(model)

@@ -73,6 +73,8 @@ class BPTT(LossPlacement):
         # one model(x) per batch: DDP's wrapper sees it; forward_seq bypasses the wrapper, so the
         # trainer then averages gradients itself (sj_bwsnn.engine.distributed)
         self.single_forward = self.loss_on == "mean"
+        # what train.compile compiles (sj_bwsnn.engine.compile): the model method this step calls
+        self.compile_entry = "forward" if self.loss_on == "mean" else "forward_seq"
 
     def train_step(self, model, x, y, objective, optimizer, precision: Precision | None = None):
         precision = precision or Precision()
