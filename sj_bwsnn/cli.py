@@ -1,7 +1,8 @@
 """The ``sj-bwsnn`` command.
 
-    sj-bwsnn train RECIPE [--set key.sub=value ...] [--out DIR] [--resume]
+    sj-bwsnn train RECIPE [--set key.sub=value ...] [--out DIR] [--resume [auto]]
     torchrun --nproc_per_node=N -m sj_bwsnn train RECIPE ...   (DDP; rank 0 writes)
+    torchrun --max-restarts=3 ... -m sj_bwsnn train RECIPE --out DIR --resume auto   (elastic)
     sj-bwsnn eval RECIPE --checkpoint FILE [--ema] [--set ...]
     sj-bwsnn recipes
     sj-bwsnn summary RECIPE|CHECKPOINT [--json]
@@ -62,7 +63,8 @@ def _prepare_out(out: Path, resume: bool) -> None:
     last = out / "last.pt"
     if resume:
         if not last.is_file():
-            raise UserError(f"--resume: no checkpoint at {last}; start without --resume")
+            raise UserError(f"--resume: no checkpoint at {last}; start without --resume "
+                            f"(--resume auto starts a run that has none)")
         return
     if last.exists():
         raise UserError(f"{out} already holds a run ({last}); pass --resume to continue it "
@@ -74,6 +76,19 @@ def _prepare_out(out: Path, resume: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"output directory {out} is not writable ({e.strerror})") from None
+
+
+def _resume_decision(out: Path, resume) -> bool:
+    """Whether this run resumes ``OUT/last.pt``: ``--resume`` always, ``--resume auto`` when the
+    file exists (rank 0 looks; every rank takes its answer, so no rank resumes alone)."""
+    if resume != "auto":
+        return bool(resume)
+    import torch.distributed as dist
+
+    found = [(out / "last.pt").is_file()]
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast_object_list(found, src=0)
+    return found[0]
 
 
 def cmd_train(args) -> int:
@@ -91,8 +106,9 @@ def cmd_train(args) -> int:
     distributed.init_distributed(pick_device(recipe.train.device))
     main = distributed.world()[0] == 0
     fresh = not out.exists()
+    resuming = _resume_decision(out, args.resume)
     if main:
-        _prepare_out(out, args.resume)
+        _prepare_out(out, resuming)
     try:
         try:
             trainer = Trainer(recipe, out)
@@ -100,10 +116,12 @@ def cmd_train(args) -> int:
             if main and fresh and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()  # a run that never started leaves nothing behind
             raise
-        if args.resume:
+        if resuming:
             trainer.load_state(load_checkpoint(out / "last.pt"), out / "last.pt")
             if main:
-                print(f"resuming {out} after epoch {trainer.epoch}")
+                where = (f"in epoch {trainer.epoch + 1} after batch {trainer.batch_in_epoch}"
+                         if trainer.batch_in_epoch else f"after epoch {trainer.epoch}")
+                print(f"resuming {out} {where}", flush=True)
         elif main:
             import yaml
 
@@ -287,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", help="YAML path or bundled recipe name")
     _add_set(t)
     t.add_argument("--out", help="output folder (default runs/<recipe>/<time>)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
+                   help="continue the run in --out from last.pt; --resume auto: continue it when "
+                        "last.pt exists, else start it (torchrun --max-restarts)")
     t.add_argument("--stop-after", type=int, metavar="EPOCH",
                    help="stop once this epoch is done (a job's time limit); the schedule still "
                         "follows train.epochs, and --resume continues the run")

@@ -170,8 +170,9 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
 
     def _rng_state(self) -> dict:
-        """This process's random streams (torch, CUDA, NumPy, Python, the loader's generators)."""
-        return {"torch": torch.get_rng_state(),
+        """This process's random streams (torch, CUDA, NumPy, Python, the loader's generators)
+        and its part of the epoch's running metrics (``partial``: each rank sums its own shard)."""
+        return {"partial": list(self._partial), "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
                 "numpy_pos": int(np.random.get_state()[2]),
@@ -222,6 +223,7 @@ class Trainer:
         if self.world > 1:  # each rank its own streams, when saved by a run of this many ranks
             rng = ranks[self.rank] if ranks and len(ranks) == self.world else None
         if rng is not None:  # else (another world size) streams restart from seed + rank
+            self._partial = tuple(rng.get("partial") or self._partial)
             torch.set_rng_state(rng["torch"])
             if rng["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
@@ -398,11 +400,13 @@ class Trainer:
         return signal.signal(signal.SIGINT, handler)
 
     def _save(self, improved: bool, rng_ranks: list[dict] | None = None) -> None:
-        state = self.state(rng_ranks)
-        save_checkpoint(self.out / "last.pt", state)
+        """best.pt (when improved) before last.pt: killed in between, the run resumes from the
+        older last.pt and redoes the epoch, instead of never writing that best epoch."""
+        first = self.out / ("best.pt" if improved else "last.pt")
+        save_checkpoint(first, self.state(rng_ranks))
         if improved:  # the same bytes: copy the file instead of serialising the state again
-            with open(self.out / "last.pt", "rb") as src:
-                atomic_write_bytes(self.out / "best.pt", lambda f: shutil.copyfileobj(src, f))
+            with open(first, "rb") as src:
+                atomic_write_bytes(self.out / "last.pt", lambda f: shutil.copyfileobj(src, f))
         _write_json(self.out / "metrics.json", self.metrics)
 
     @staticmethod
