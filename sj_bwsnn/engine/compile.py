@@ -9,7 +9,11 @@ method it calls (:mod:`sj_bwsnn.engine.methods`): ``'forward'`` (``bptt`` and ``
 on the mean: one ``model(x)`` per batch, through DDP's wrapper under torchrun) or ``'forward_seq'``
 (``bptt`` / ``dsr`` with ``loss_on: per_step``, ``sltt_fused``: the whole multi-step forward;
 ``sltt``, ``sltt_k``, ``ottt``: the per-step forward, called T times per batch). A method without
-``compile_entry`` is refused with one line. The entry is replaced on the model *instance* by a
+``compile_entry`` is refused with one line naming its ``compile_refusal``, by
+:func:`~sj_bwsnn.engine.methods.build_method` before any data loads: ``ide`` and ``spide`` (their
+backward is a solver or a second SNN run in Python inside an ``autograd.Function``, their forward
+is ``begin/simulate/readout`` without a graph) and ``opzo`` and ``dfa`` (forward hooks registered
+per batch cut each step into per-layer graphs, which one compiled graph would merge). The entry is replaced on the model *instance* by a
 compiled version (``model.forward_seq = compiled``), so ``state_dict`` keys stay clean (no
 ``_orig_mod.``), checkpoints load into an eager model, and ``model(x)`` of an sj_bwsnn model
 (``forward`` calls ``forward_seq``) goes through the compiled code: evaluation reuses it. What is
@@ -150,8 +154,10 @@ def compile_entry_of(method, model: torch.nn.Module) -> str:
     entry = getattr(method, "compile_entry", None)
     name = getattr(method, "name", type(method).__name__)
     if entry is None:
-        raise UserError(f"train.compile: train.method {name} does not declare what to compile "
-                        f"(no compile_entry); set train.compile: off")
+        why = getattr(method, "compile_refusal", "it does not declare what to compile "
+                                                 "(no compile_entry)")
+        raise UserError(f"train.compile is not supported with train.method {name}: {why}; "
+                        f"set train.compile: off")
     if entry not in ENTRIES:
         raise UserError(f"train.method {name}: compile_entry must be one of {', '.join(ENTRIES)}, "
                         f"got {entry!r}")

@@ -115,6 +115,7 @@ class Trainer:
         self.rank, self.world = distributed.world()
         self.is_main = self.rank == 0
         seed_everything(recipe.seed + self.rank, t.deterministic)
+        self.method = build_method(recipe)  # first: its refusals (train.compile) before any data
         self.train_loader, self.test_loader, self.info = build_loaders(
             recipe.data, recipe.seed, recipe.T, self.rank, self.world,
             drop_last=recipe.data.mixup > 0 or recipe.data.cutmix > 0)
@@ -126,7 +127,6 @@ class Trainer:
         self.model = self.model.to(self.device, memory_format=self.memory_format)
         self.teacher = build_teacher(recipe, self.info, self.device) if training else None
         self.objective = build_objective(recipe, self.teacher)
-        self.method = build_method(recipe)
         # what the method trains (DDP-wrapped for bptt/dsr under torchrun); every rank now holds
         # rank 0's weights, so the EMA below starts from them too
         self.net, grad_sync = distributed.data_parallel(self.model, self.device,
