@@ -335,13 +335,13 @@ def test_elastic_restart_after_a_killed_rank_matches_uninterrupted_run(tmp_path,
     out = tmp_path / "elastic"
     proc = start_torchrun(out, RESUMED, "--resume", "auto", restarts=1)
     deadline = time.monotonic() + HANG_GUARD_S
-    killed = None
+    worker = killed = None
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
-        if (out / "last.pt").exists():
-            killed = _worker_pid(proc.pid, rank=1)
-            if killed is not None:
-                os.kill(killed, signal.SIGKILL)
-        time.sleep(0.02)
+        worker = worker or _worker_pid(proc.pid, rank=1)  # found first: the kill follows at once
+        if worker is not None and (out / "last.pt").exists():
+            os.kill(worker, signal.SIGKILL)
+            killed = worker
+        time.sleep(0.01)
     assert killed is not None, "the job ended before its rank 1 could be killed"
     stdout = finish(proc)
     assert stdout.count("training bw_resnet_tiny") == 2  # the first attempt and the restart
