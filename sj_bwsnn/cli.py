@@ -1,7 +1,8 @@
 """The ``sj-bwsnn`` command.
 
-    sj-bwsnn train RECIPE [--set key.sub=value ...] [--out DIR] [--resume] [--stop-after EPOCH]
+    sj-bwsnn train RECIPE [--set key.sub=value ...] [--out DIR] [--resume [auto]] [--stop-after EPOCH]
     torchrun --nproc_per_node=N -m sj_bwsnn train RECIPE ...   (DDP; rank 0 writes)
+    torchrun --max-restarts=3 ... -m sj_bwsnn train RECIPE --out DIR --resume auto   (elastic)
     sj-bwsnn eval RECIPE --checkpoint FILE [--ema] [--set ...]
     sj-bwsnn recipes
     sj-bwsnn summary RECIPE|CHECKPOINT [--json]
@@ -77,7 +78,8 @@ def _prepare_out(out: Path, resume: bool) -> list[Path]:
         raise UserError(f"--out {out} is a file; give a folder for the run")
     if resume:
         if not last.is_file():
-            raise UserError(f"--resume: no checkpoint at {last}; start without --resume")
+            raise UserError(f"--resume: no checkpoint at {last}; start without --resume "
+                            f"(--resume auto starts a run that has none)")
         return []
     if last.exists():
         raise UserError(f"{out} already holds a run ({last}); pass --resume to continue it "
@@ -104,6 +106,19 @@ def _remove_if_empty(folders: list[Path]) -> None:
             return
 
 
+def _resume_decision(out: Path, resume) -> bool:
+    """Whether this run resumes ``OUT/last.pt``: ``--resume`` always, ``--resume auto`` when the
+    file exists (rank 0 looks; every rank takes its answer, so no rank resumes alone)."""
+    if resume != "auto":
+        return bool(resume)
+    import torch.distributed as dist
+
+    found = [(out / "last.pt").is_file()]
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast_object_list(found, src=0)
+    return found[0]
+
+
 def cmd_train(args) -> int:
     from .engine import Trainer, load_checkpoint, load_recipe
     from .engine import distributed
@@ -118,21 +133,24 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / path.stem / time.strftime("%Y%m%d-%H%M%S")
     distributed.init_distributed(pick_device(recipe.train.device))
     main = distributed.world()[0] == 0
-    created = _prepare_out(out, args.resume) if main else []
+    resuming = _resume_decision(out, args.resume)
+    created = _prepare_out(out, resuming) if main else []
     try:
         try:
             trainer = Trainer(recipe, out)
         except BaseException:  # bad data, a bug, Ctrl-C while the data set loads
             _remove_if_empty(created)
             raise
-        if args.resume:
+        if resuming:
             trainer.load_state(load_checkpoint(out / "last.pt"), out / "last.pt")
             if args.stop_after is not None and trainer.epoch >= args.stop_after:
                 raise UserError(f"--stop-after {args.stop_after}: {out / 'last.pt'} already "
                                 f"finished epoch {trainer.epoch}; give a later epoch, or leave "
                                 f"--stop-after out to run to train.epochs")
             if main:
-                print(f"resuming {out} after epoch {trainer.epoch}")
+                where = (f"in epoch {trainer.epoch + 1} after batch {trainer.batch_in_epoch}"
+                         if trainer.batch_in_epoch else f"after epoch {trainer.epoch}")
+                print(f"resuming {out} {where}", flush=True)
         elif main:
             import yaml
 
@@ -281,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", help="YAML path or bundled recipe name")
     _add_set(t)
     t.add_argument("--out", help="output folder (default runs/<recipe>/<time>)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
+                   help="continue the run in --out from last.pt; --resume auto: continue it when "
+                        "last.pt exists, else start it (torchrun --max-restarts)")
     t.add_argument("--stop-after", type=int, metavar="EPOCH",
                    help="stop once this epoch is done (a job's time limit); the schedule still "
                         "follows train.epochs, and --resume continues the run")

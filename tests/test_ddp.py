@@ -2,11 +2,14 @@
 
 In process (``torch.multiprocessing``, one spawn for all checks): :func:`average_gradients`
 leaves every rank with the mean of the ranks' gradients, ``None`` handled as DDP does; one
-training step of ``sltt`` (with clipping), online ``ottt``, ``dfa`` and ``bptt`` (DDP's wrapper)
-on two ranks with half a batch each equals one single-process step on the whole batch (float64);
-``opzo`` ranks, each with its own noise, end with the same feedback matrices and weights; a NaN
-loss on one rank stops both ranks with the same error.
-CLI: torchrun trains digits with ``bptt`` and ``sltt``; rank 0 alone writes and prints.
+training step of ``sltt`` (with clipping), online ``ottt``, ``dfa``, ``bptt`` (DDP's wrapper) and
+``bptt`` compiled (``train.compile``, aot_eager) under DDP's wrapper on two ranks with half a batch
+each equals one eager single-process step on the whole batch (float64); ``opzo`` ranks, each with
+its own noise, end with the same feedback matrices and weights; a NaN loss on one rank stops both
+ranks with the same error.
+CLI: torchrun trains digits with ``bptt`` and ``sltt``; rank 0 alone writes and prints; a job
+stopped after an epoch and resumed, and an elastic job (``--max-restarts``, ``--resume auto``)
+whose rank 1 is killed mid-epoch, both end with the metrics of an uninterrupted job.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +35,7 @@ from spikingjelly.activation_based import functional
 from conftest import HANG_GUARD_S
 from sj_bwsnn.cli import main
 from sj_bwsnn.engine import distributed, load_checkpoint
+from sj_bwsnn.engine.compile import compile_run
 from sj_bwsnn.engine.methods import BPTT, DFA, OPZO, OTTT, SLTT
 from sj_bwsnn.engine.precision import Precision
 from sj_bwsnn.models.bw_resnet import BWResNet
@@ -42,7 +47,8 @@ WORLD = 2
 # name -> (method factory, clip_grad); clip 1e-3 is far below the gradient norm, so clipping
 # before the sync (per-rank norms) would give another step than clipping the mean gradient
 CASES = {"sltt_clipped": (SLTT, 1e-3), "ottt_online": (lambda: OTTT(0.5, online_update=True), None),
-         "bptt_ddp": (BPTT, None), "dfa": (lambda: DFA(0.5, seed=3), None)}
+         "bptt_ddp": (BPTT, None), "dfa": (lambda: DFA(0.5, seed=3), None),
+         "bptt_ddp_compiled": (BPTT, None)}
 
 
 def ce(logits, y, x):
@@ -68,15 +74,21 @@ def data():
         torch.randint(0, 4, (8,), generator=g)
 
 
-def one_step(name: str, model, x, y):
-    """One training step of case ``name`` on ``model`` (synced over ranks when a group is up);
-    returns the state dict after it."""
+def one_step(name: str, model, x, y, compiled: bool = False):
+    """One training step of case ``name`` on ``model`` (synced over ranks when a group is up;
+    ``compiled``: through train.compile's entry, compiled by aot_eager); returns the state dict
+    after it."""
     factory, clip = CASES[name]
     method = factory()
     net, grad_sync = distributed.data_parallel(model, torch.device("cpu"), method.single_forward)
+    if compiled:
+        run = compile_run("default", True, method, [model], backend="aot_eager")
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     method.train_step(net, x, y, ce, opt, Precision("off", "cpu", clip, grad_sync))
     functional.reset_net(model)
+    if compiled:
+        assert run.active, run.failure
+        run.remove()
     return copy.deepcopy(model.state_dict())
 
 
@@ -142,7 +154,8 @@ def _rank(rank: int, init_file: str, out: str) -> None:
         x, y = data()
         half = slice(rank * len(y) // WORLD, (rank + 1) * len(y) // WORLD)
         for name in CASES:
-            result[name] = one_step(name, tiny_model(seed=rank), x[half], y[half])
+            result[name] = one_step(name, tiny_model(seed=rank), x[half], y[half],
+                                    compiled=name.endswith("_compiled"))
         result["opzo"] = opzo_step(rank, x[half], y[half])
         result["nan_on_rank1"] = nan_on_one_rank(rank)
         torch.save(result, Path(out) / f"rank{rank}.pt")
@@ -187,16 +200,20 @@ def test_two_ranks_on_half_batches_step_like_one_process_on_the_batch(ranks, nam
                                        msg=lambda m: f"rank {r}, {k}: {m}")
 
 
-def torchrun(out: Path, sets: list[str], *extra: str) -> str:
-    """``torchrun --nproc_per_node=2 -m sj_bwsnn train digits_bwsnn --out OUT --set ...``; its stdout
-    (the run must succeed)."""
+def start_torchrun(out: Path, sets: list[str], *extra: str, restarts: int = 0) -> subprocess.Popen:
+    """``torchrun --nproc_per_node=2 [--max-restarts=R] -m sj_bwsnn train digits_bwsnn --out OUT
+    --set ...``, started in its own session (so a hang kills torchrun's workers too)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           f"--max-restarts={restarts}", "--monitor-interval=0.1",
            "-m", "sj_bwsnn", "train", "digits_bwsnn", "--out", str(out), *extra]
     cmd += [a for s in sets for a in ("--set", s)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    # own session, so a hang kills torchrun's workers too, not just torchrun
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    """Wait for a torchrun job (it must succeed); its stdout."""
     try:
         stdout, stderr = proc.communicate(timeout=HANG_GUARD_S)
     except subprocess.TimeoutExpired:
@@ -204,6 +221,11 @@ def torchrun(out: Path, sets: list[str], *extra: str) -> str:
         raise
     assert proc.returncode == 0, stderr[-2000:]
     return stdout
+
+
+def torchrun(out: Path, sets: list[str], *extra: str) -> str:
+    """Run a torchrun job to its end; its stdout (the run must succeed)."""
+    return finish(start_torchrun(out, sets, *extra))
 
 
 @pytest.mark.parametrize("method", ["bptt", "sltt"])  # DDP's wrapper / the trainer's grad sync
@@ -249,23 +271,82 @@ def test_a_nan_loss_on_one_rank_stops_every_rank_at_that_step(ranks):
     assert "non-finite (nan/inf) at step 8 of epoch 1" in errors[0] and errors[0].endswith("(8 steps)")
 
 
-def test_torchrun_resume_continues_every_rank_exactly(tmp_path):
+# sltt_k draws its time steps from each rank's own torch stream, so a resumed rank 1 must get its
+# streams back too; 8 batches per rank and epoch, a periodic checkpoint every 3 steps
+RESUMED = ["T=2", "data.max_train=256", "data.max_test=64", "data.batch_size=16", "optim.lr=0.05",
+           "train.device=cpu", "train.plot=false", "train.tensorboard=false", "train.epochs=2",
+           "train.method=sltt_k", "train.k=1", "train.checkpoint_every=3"]
+KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def _metrics(out: Path) -> list[list[float]]:
+    return [[row[k] for k in KEYS] for row in json.loads((out / "metrics.json").read_text())]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[list[float]]:
+    """The metrics of the 2-epoch job that the interrupted ones must reproduce."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    torchrun(out, RESUMED)
+    return _metrics(out)
+
+
+def test_torchrun_resume_continues_every_rank_exactly(tmp_path, uninterrupted):
     """A 2-epoch torchrun job stopped after epoch 1 (``--stop-after 1``) and resumed ends with
-    exactly the metrics of an uninterrupted one. sltt_k draws its time step from each rank's own
-    torch stream, so rank 1 must get its streams back too (before, only rank 0's were saved)."""
-    sets = ["T=2", "data.max_train=128", "data.max_test=64", "data.batch_size=16", "optim.lr=0.05",
-            "train.device=cpu", "train.plot=false", "train.tensorboard=false", "train.epochs=2",
-            "train.method=sltt_k", "train.k=1"]
-    torchrun(tmp_path / "whole", sets)
-    stopped = torchrun(tmp_path / "cut", sets, "--stop-after", "1")
+    exactly the metrics of an uninterrupted one."""
+    stopped = torchrun(tmp_path / "cut", RESUMED, "--stop-after", "1")
     assert "stopped after epoch 1 of 2 (--stop-after)" in stopped and "--resume" in stopped
     assert len(json.loads((tmp_path / "cut" / "metrics.json").read_text())) == 1
     assert len(load_checkpoint(tmp_path / "cut" / "last.pt")["rng_ranks"]) == 2
-    torchrun(tmp_path / "cut", sets, "--resume")
-    whole, cut = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "cut"))
-    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
-    assert len(whole) == 2
-    assert [[row[k] for k in keys] for row in cut] == [[row[k] for k in keys] for row in whole]
+    torchrun(tmp_path / "cut", RESUMED, "--resume")
+    assert len(uninterrupted) == 2
+    assert _metrics(tmp_path / "cut") == uninterrupted
+
+
+def _worker_pid(root: int, rank: int) -> int | None:
+    """The pid of torchrun worker ``rank`` among the descendants of ``root`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and f"LOCAL_RANK={rank}".encode() in env:
+            return pid
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank via /proc")
+def test_elastic_restart_after_a_killed_rank_matches_uninterrupted_run(tmp_path, uninterrupted):
+    """``torchrun --max-restarts=1 ... --resume auto``: rank 1 is killed (SIGKILL) as soon as the
+    first periodic checkpoint (step 3 of 8 in epoch 1) exists; torchrun restarts both workers,
+    which resume from that checkpoint, and the job ends with the uninterrupted job's metrics."""
+    out = tmp_path / "elastic"
+    proc = start_torchrun(out, RESUMED, "--resume", "auto", restarts=1)
+    deadline = time.monotonic() + HANG_GUARD_S
+    worker = killed = None
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        worker = worker or _worker_pid(proc.pid, rank=1)  # found first: the kill follows at once
+        if worker is not None and (out / "last.pt").exists():
+            os.kill(worker, signal.SIGKILL)
+            killed = worker
+        time.sleep(0.01)
+    assert killed is not None, "the job ended before its rank 1 could be killed"
+    stdout = finish(proc)
+    assert stdout.count("training bw_resnet_tiny") == 2  # the first attempt and the restart
+    assert re.search(r"resuming \S+ in epoch 1 after batch \d+", stdout), stdout
+    assert _metrics(out) == uninterrupted
 
 
 def test_init_distributed_gives_each_rank_its_local_gpu(monkeypatch):

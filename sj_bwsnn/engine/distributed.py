@@ -52,10 +52,27 @@ def init_distributed(device: torch.device) -> torch.device:
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-            dist.init_process_group("nccl", device_id=device)
+            dist.init_process_group("nccl", device_id=device, **_attempt_store())
         else:
-            dist.init_process_group("gloo")
+            dist.init_process_group("gloo", **_attempt_store())
     return device
+
+
+def _attempt_store() -> dict:
+    """Under torchrun, the process group's store keys prefixed by the restart attempt.
+
+    torchrun's agent keeps one key-value store for all attempts of a job (``--max-restarts``), so
+    a restarted worker could read the address a dead worker of the previous attempt published and
+    wait for it ("Gloo connectFullMesh failed ... Connection refused", or a hang); a prefix per
+    ``TORCHELASTIC_RESTART_COUNT`` gives every attempt fresh keys. Empty outside torchrun."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        return {}
+    from torch.distributed.rendezvous import rendezvous
+
+    store, rank, world_size = next(rendezvous("env://"))
+    return dict(store=dist.PrefixStore(f"sj_bwsnn/attempt_{attempt}", store), rank=rank,
+                world_size=world_size)
 
 
 def all_sum(values: list[float], device: torch.device) -> list[float]:

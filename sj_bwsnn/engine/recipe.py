@@ -29,6 +29,7 @@ from ..errors import UserError, closest
 from ..layers.binarize import SCALINGS
 from ..neuron.nodes import BACKENDS
 from ..neuron.registry import resolve_preset
+from .compile import MODES as COMPILE_MODES
 from .method_sections import IDEConfig, OPZOConfig, SPIDEConfig
 
 
@@ -146,6 +147,10 @@ class TrainConfig:
     tensorboard: bool = True  # OUT/tb scalars when tensorboard is installed
     plot: bool = True  # OUT/curves.png at the end of a run
     checkpoint_every: int = 0  # also save OUT/last.pt every N training steps (0: at epoch ends)
+    # torch.compile the model (sj_bwsnn.engine.compile): off | default | reduce-overhead (CUDA
+    # graphs) | max-autotune; a failure warns once and trains eagerly
+    compile: str = "off"
+    compile_fullgraph: bool = False  # a graph break is then a compile failure (eager + warning)
 
 
 @dataclass
@@ -181,12 +186,15 @@ def _type_name(tp: Any) -> str:
 
 
 # YAML 1.1 reads a bare ``off`` as false: accept it where "off" is a valid string value
-_FALSE_MEANS = {"train.amp": "off"}
+_FALSE_MEANS = {"train.amp": "off", "train.compile": "off"}
+_TRUE_MEANS = {"train.compile": "default"}
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     if value is False and key in _FALSE_MEANS:
         value = _FALSE_MEANS[key]
+    if value is True and key in _TRUE_MEANS:
+        value = _TRUE_MEANS[key]
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None:
@@ -281,6 +289,7 @@ def _check_ranges(r: Recipe, network_only: bool = False) -> None:
          "must be mean, per_step or null (the method's own)"),
         (r.train.mse_target in ("one_hot", "ones"), "train.mse_target", "must be one_hot or ones"),
         (r.train.amp in ("off", "bf16", "fp16"), "train.amp", "must be off, bf16 or fp16"),
+        (r.train.compile in COMPILE_MODES, "train.compile", f"must be {', '.join(COMPILE_MODES)}"),
         (r.train.clip_grad is None or r.train.clip_grad > 0, "train.clip_grad",
          "must be > 0 or null"),
         (r.train.ema_decay is None or 0.0 < r.train.ema_decay < 1.0, "train.ema_decay",
@@ -320,6 +329,10 @@ def _check_ranges(r: Recipe, network_only: bool = False) -> None:
 def _pair(v) -> bool:
     return (isinstance(v, list) and len(v) == 2
             and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in v))
+
+
+# keys a resumed run may change: extending a run, switching compilation on or off
+RESUMABLE_CHANGES = ("train.epochs", "train.compile", "train.compile_fullgraph")
 
 
 # Keys that name or describe a recipe's settings without being settings: two recipes that differ

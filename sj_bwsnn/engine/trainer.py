@@ -3,7 +3,8 @@
 One :class:`Trainer` per run: it builds data, model, optimizer (timm ``create_optimizer_v2``),
 schedule (timm ``create_scheduler_v2``, cosine with warmup), Mixup/CutMix (timm ``Mixup``),
 model EMA (timm ``ModelEmaV3``), precision (:class:`~.precision.Precision`: AMP, grad scaler,
-clipping), teacher (:mod:`.distill`), method and objective from a :class:`Recipe`. Per epoch it
+clipping), teacher (:mod:`.distill`), method and objective from a :class:`Recipe`, and compiles
+the method's entry when ``train.compile`` asks (:mod:`.compile`). Per epoch it
 trains, evaluates, appends to ``OUT/metrics.json``, logs TensorBoard scalars and saves
 ``OUT/last.pt`` (and ``OUT/best.pt`` when test accuracy improves), every file written
 atomically; ``OUT/curves.png`` at the end. ``--resume`` restores model, optimizer, schedule,
@@ -42,11 +43,12 @@ from ..neuron import check_backend_available
 from . import distributed
 from .build import build_model, pick_device
 from .checkpoint import atomic_write_bytes, load_model_state, save_checkpoint
+from .compile import compile_run
 from .distill import build_teacher, init_from_checkpoint
 from .methods import build_method
 from .objectives import build_objective
 from .precision import Precision
-from .recipe import Recipe, recipe_from_dict, setting_differences
+from .recipe import RESUMABLE_CHANGES, Recipe, recipe_from_dict, setting_differences
 from .runlog import TensorBoard, plot_curves, progress
 
 __all__ = ["Trainer", "build_model", "param_groups", "pick_device", "seed_everything"]
@@ -113,19 +115,19 @@ class Trainer:
         self.rank, self.world = distributed.world()
         self.is_main = self.rank == 0
         seed_everything(recipe.seed + self.rank, t.deterministic)
+        self.method = build_method(recipe)  # first: its refusals (train.compile) before any data
         self.train_loader, self.test_loader, self.info = build_loaders(
             recipe.data, recipe.seed, recipe.T, self.rank, self.world,
             drop_last=recipe.data.mixup > 0 or recipe.data.cutmix > 0)
         self.mixup = _build_mixup(recipe, self.info.num_classes)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model = build_model(recipe, self.info)
+        self.method.check_model(self.model)  # before the run writes anything
         if recipe.model.init_from and training:
             init_from_checkpoint(self.model, recipe.model.init_from)
         self.model = self.model.to(self.device, memory_format=self.memory_format)
         self.teacher = build_teacher(recipe, self.info, self.device) if training else None
         self.objective = build_objective(recipe, self.teacher)
-        self.method = build_method(recipe)
-        self.method.check_model(self.model)  # before the run writes anything
         # what the method trains (DDP-wrapped for bptt/dsr under torchrun); every rank now holds
         # rank 0's weights, so the EMA below starts from them too
         self.net, grad_sync = distributed.data_parallel(self.model, self.device,
@@ -137,6 +139,11 @@ class Trainer:
 
             self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
         self._build_optim()
+        # train.compile: the method's compile_entry on the model and its EMA copy (compile.py)
+        self.compiled = compile_run(t.compile, t.compile_fullgraph, self.method,
+                                    [self.model] + ([self.ema.module] if self.ema else []),
+                                    self.train_loader.batch_size, self.test_loader.batch_size,
+                                    verbose=self.is_main)
         self.epoch, self.step = 0, 0
         self.batch_in_epoch = 0  # batches of the current epoch already trained (mid-epoch resume)
         self._partial = (0.0, 0, 0)  # that part's (loss sum, correct, seen)
@@ -169,8 +176,9 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
 
     def _rng_state(self) -> dict:
-        """This process's random streams (torch, CUDA, NumPy, Python, the loader's generators)."""
-        return {"torch": torch.get_rng_state(),
+        """This process's random streams (torch, CUDA, NumPy, Python, the loader's generators)
+        and its part of the epoch's running metrics (``partial``: each rank sums its own shard)."""
+        return {"partial": list(self._partial), "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
                 "numpy_pos": int(np.random.get_state()[2]),
@@ -205,8 +213,7 @@ class Trainer:
 
     def load_state(self, ckpt: dict, path: Path) -> None:
         diff = setting_differences(self.recipe, recipe_from_dict(ckpt["recipe"]))
-        diff.pop("train.epochs", None)  # extending a run is allowed
-        diff = list(diff)
+        diff = [k for k in diff if k not in RESUMABLE_CHANGES]  # extending a run, compiling
         if diff:
             raise UserError(f"--resume: the recipe differs from the one {path} was trained with "
                             f"(first difference: {diff[0]}); resume with the same recipe and --set")
@@ -227,6 +234,7 @@ class Trainer:
         if self.world > 1:  # each rank its own streams, when saved by a run of this many ranks
             rng = ranks[self.rank] if ranks and len(ranks) == self.world else None
         if rng is not None:  # else (another world size) streams restart from seed + rank
+            self._partial = tuple(rng.get("partial") or self._partial)
             torch.set_rng_state(rng["torch"])
             if rng["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
@@ -280,6 +288,7 @@ class Trainer:
             if self.mixup is not None:
                 x, y = self._mix(x, y)
             x, y = self._prepare(x), y.to(dev, non_blocking=True)
+            self.compiled.begin_batch()
             loss, logits = self.method.train_step(net, x, y, self.objective, self.optimizer,
                                                   self.precision)
             functional.reset_net(net)
@@ -341,6 +350,7 @@ class Trainer:
         seen = 0
         for x, y in self.test_loader:
             x, y = self._prepare(x), y.to(dev, non_blocking=True)
+            self.compiled.begin_batch()
             with self.precision.autocast():
                 logits = model(x)
             functional.reset_net(model)
@@ -413,11 +423,13 @@ class Trainer:
         return signal.signal(signal.SIGINT, handler)
 
     def _save(self, improved: bool, rng_ranks: list[dict] | None = None) -> None:
-        state = self.state(rng_ranks)
-        save_checkpoint(self.out / "last.pt", state)
+        """best.pt (when improved) before last.pt: killed in between, the run resumes from the
+        older last.pt and redoes the epoch, instead of never writing that best epoch."""
+        first = self.out / ("best.pt" if improved else "last.pt")
+        save_checkpoint(first, self.state(rng_ranks))
         if improved:  # the same bytes: copy the file instead of serialising the state again
-            with open(self.out / "last.pt", "rb") as src:
-                atomic_write_bytes(self.out / "best.pt", lambda f: shutil.copyfileobj(src, f))
+            with open(first, "rb") as src:
+                atomic_write_bytes(self.out / "last.pt", lambda f: shutil.copyfileobj(src, f))
         _write_json(self.out / "metrics.json", self.metrics)
 
     @staticmethod

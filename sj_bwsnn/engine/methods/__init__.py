@@ -19,7 +19,9 @@ a method with all T steps' logits in hand calls
 :func:`sj_bwsnn.engine.objectives.sequence_loss` (``mean``: the objective of ``mean_t logits``;
 ``per_step``: ``(1/T) sum_t`` of each step's objective). A new method registered in
 :data:`METHODS` must accept ``loss_on`` in its constructor (:func:`build_method` passes it to
-every method), declare ``default_loss_on`` / ``loss_on_choices`` and call ``set_loss_on``.
+every method), declare ``default_loss_on`` / ``loss_on_choices`` and call ``set_loss_on``, and
+declare ``compile_entry`` (the model method ``train.compile`` compiles, :mod:`sj_bwsnn.engine.compile`)
+or a ``compile_refusal`` (why not; ``build_method`` refuses ``train.compile`` with it).
 
 ========== ============================================================== =========== ======
 method     gradient                                                       loss_on     memory
@@ -90,6 +92,8 @@ class BPTT(LossPlacement):
         # one model(x) per batch: DDP's wrapper sees it; forward_seq bypasses the wrapper, so the
         # trainer then averages gradients itself (sj_bwsnn.engine.distributed)
         self.single_forward = self.loss_on == "mean"
+        # what train.compile compiles (sj_bwsnn.engine.compile): the model method this step calls
+        self.compile_entry = "forward" if self.loss_on == "mean" else "forward_seq"
 
     def check_model(self, model) -> None:
         if self.loss_on == "per_step":
@@ -164,6 +168,7 @@ def build_method(spec):
                         f"choose one of {', '.join(METHODS)}")
     if isinstance(spec, str):
         return METHODS[name]()
+    # train.compile: a method without compile_entry is refused here, before any data is loaded
     train = spec.train
     options = {"loss_on": train.loss_on}
     if name == "sltt_k":
@@ -184,7 +189,11 @@ def build_method(spec):
         else:
             options.update(noise_scale=o.noise_scale, momentum=o.momentum, noise=o.noise,
                            antithetic=o.antithetic, samples=o.samples)
-    return METHODS[name](**options)
+    method = METHODS[name](**options)
+    if train.compile != "off" and method.compile_entry is None:
+        raise UserError(f"train.compile is not supported with train.method {name}: "
+                        f"{method.compile_refusal}; set train.compile: off")
+    return method
 
 
 __all__ = ["BPTT", "DFA", "DSR", "IDE", "LossPlacement", "METHODS", "OPZO", "OTTT", "SLTT",

@@ -24,6 +24,10 @@ class LossPlacement:
     default_loss_on = "per_step"
     loss_on_choices: tuple[str, ...] = LOSS_ON
     loss_on_why = ""  # why a placement outside loss_on_choices cannot be computed
+    # train.compile (sj_bwsnn.engine.compile): the model method train_step calls ("forward" or
+    # "forward_seq"), or None with compile_refusal saying why compiling it is not supported
+    compile_entry: str | None = None
+    compile_refusal = "it does not declare what to compile (no compile_entry)"
 
     def set_loss_on(self, loss_on: str | None) -> None:
         loss_on = loss_on or self.default_loss_on

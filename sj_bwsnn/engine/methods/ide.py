@@ -132,6 +132,9 @@ class IDE(LossPlacement):
     loss_on_why = ("the gradient is the implicit one at the equilibrium rate, which is the "
                    "time average; single steps have no gradient of their own")
     single_forward = False  # calls begin/simulate/readout, not model(x): no DDP wrapper
+    compile_refusal = ("its backward is a Broyden solve in a Python closure with a "
+                       "data-dependent number of iterations, and the forward is begin/simulate/"
+                       "readout without a graph, not one model entry to compile")
 
     def __init__(self, iters: int = 30, tol: float = 1e-4,
                  loss_on: str | None = None):

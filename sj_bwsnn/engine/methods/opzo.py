@@ -167,6 +167,10 @@ class DirectFeedback(PerModel, LossPlacement):
     loss_on_choices = ("per_step",)
     loss_on_why = ("every layer is updated from each step's loss gradient e_t before the later "
                    "steps run, so there is no loss on the mean logits; use loss_on: per_step")
+    compile_refusal = ("each step's forward is cut into per-layer graphs by forward hooks "
+                       "registered per batch (noise injected, outputs kept for each layer's local "
+                       "backward, the cut checked by walking the autograd graph), which one "
+                       "compiled graph would merge")
 
     def __init__(self, trace_decay: float = 0.5, online_update: bool = False, samples: int = 1,
                  loss_on: str | None = None):

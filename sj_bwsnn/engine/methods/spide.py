@@ -128,6 +128,9 @@ class SPIDE(LossPlacement):
     loss_on_why = ("the gradient is the implicit one at the equilibrium rate, which is the "
                    "time average; single steps have no gradient of their own")
     single_forward = False
+    compile_refusal = ("its backward is a second spiking network simulated step by step inside an "
+                       "autograd.Function, and the forward is begin/simulate/readout without a "
+                       "graph, not one model entry to compile")
 
     def __init__(self, steps: int = 250, vth_back: float = 0.5, grad_scale: float = 100.0,
                  loss_on: str | None = None):

@@ -79,6 +79,7 @@ class _StepWise(PerModel, LossPlacement):
 
     online_update = False
     single_forward = False  # calls model.forward_seq, not model(x): no DDP wrapper
+    compile_entry = "forward_seq"  # train.compile compiles the (per-step) forward_seq
     loss_on_choices = ("per_step",)
     loss_on_why = STEPWISE_MEAN_WHY
 
