@@ -9,9 +9,11 @@ from .bw_spikformer import (
     bw_spikformer_8_768,
     bw_spikformer_ti,
 )
+from .hlop_nets import SpikingCNN, SpikingMLP, spiking_cnn, spiking_mlp
 
 __all__ = [
     "BWResNet", "bw_resnet18", "bw_resnet34", "bw_resnet_tiny",
     "BWSpikformer", "bw_spikformer_ti", "bw_spikformer_8_384", "bw_spikformer_8_512",
     "bw_spikformer_8_768", "bw_spikformer_4_384_cifar",
+    "SpikingCNN", "SpikingMLP", "spiking_cnn", "spiking_mlp",
 ]
