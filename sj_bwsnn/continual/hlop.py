@@ -63,6 +63,8 @@ from ..errors import UserError
 from ..layers import BinaryLayer
 from .protect import Protect, Stage
 
+ORTHONORMAL_TOL = 1.5  # largest eigenvalue of H H^T to warn above (> 1: I - H^T H reverses a direction)
+
 
 class Subspace:
     """The lateral weights of one layer (module docstring): ``weight`` [M, D], its momentum,
@@ -125,6 +127,13 @@ class Subspace:
                 self.weight[o:] += self.lr * self.velocity[o:]
             else:
                 self.weight[o:] += self.lr * dw
+
+    def spread(self) -> float:
+        """The largest eigenvalue of ``H H^T``: 1 for orthonormal rows (where Oja's rule converges;
+        the projection ``x - H^T H x`` needs it), about 2 for a row that repeats another."""
+        if self.rows == 0:
+            return 0.0
+        return float(torch.linalg.eigvalsh((self.weight @ self.weight.t()).double()).max())
 
     def state_dict(self) -> dict:
         return {"weight": self.weight, "velocity": self.velocity, "old": self.old}
@@ -257,8 +266,15 @@ class HLOP(Protect):
 
     def end_stage(self, stage: Stage) -> None:
         if stage.kind == "task":
-            for space in self.spaces:
+            for name, space in zip(self.layer_names, self.spaces):
                 space.merge()
+                top = space.spread()
+                if top > ORTHONORMAL_TOL:
+                    print(f"hlop: layer '{name}': the lateral weights are far from orthonormal "
+                          f"after task {stage.task + 1} (largest eigenvalue of H H^T {top:.2f}, 1 "
+                          f"once converged), so x - H^T H x removes old tasks' directions only in "
+                          f"part: fewer continual.hlop.neurons, a larger continual.hlop.lr or more "
+                          f"epochs per task help", flush=True)
         self.learning = self.projecting = False
 
     def batch_reset(self) -> None:
