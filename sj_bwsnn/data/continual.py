@@ -31,18 +31,38 @@ from ..errors import UserError
 from . import DataInfo, _cap, build_datasets
 
 
-class PermutedTask(Dataset):
-    """``base`` with the pixels of every image permuted by ``perm`` (after an optional resize)."""
+class Resized(Dataset):
+    """``base`` with images resized to ``size`` (bilinear); with ``cache`` (a base without random
+    augmentation) each image is resized once and kept."""
 
-    def __init__(self, base: Dataset, perm: torch.Tensor | None, size: int | None):
-        self.base, self.perm, self.size = base, perm, size
+    def __init__(self, base: Dataset, size: int, cache: bool = False):
+        self.base, self.size = base, size
+        self._cache: dict[int, tuple] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        x, y = self.base[i]
+        item = (resize(x, self.size), y)
+        if self._cache is not None:
+            self._cache[i] = item
+        return item
+
+
+class PermutedTask(Dataset):
+    """``base`` with the pixels of every image permuted by ``perm``."""
+
+    def __init__(self, base: Dataset, perm: torch.Tensor | None):
+        self.base, self.perm = base, perm
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, i: int):
         x, y = self.base[i]
-        x = resize(x, self.size)
         if self.perm is not None:
             x = x.reshape(-1)[self.perm].reshape(x.shape)
         return x, y
@@ -50,18 +70,17 @@ class PermutedTask(Dataset):
 
 class SplitTask(Dataset):
     """The samples of ``base`` at ``indices``, labels mapped by ``label_map`` (global class ->
-    position in the output layer), images resized to ``size``."""
+    position in the output layer)."""
 
-    def __init__(self, base: Dataset, indices: list[int], label_map: dict[int, int],
-                 size: int | None):
-        self.base, self.indices, self.label_map, self.size = base, indices, label_map, size
+    def __init__(self, base: Dataset, indices: list[int], label_map: dict[int, int]):
+        self.base, self.indices, self.label_map = base, indices, label_map
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
         x, y = self.base[self.indices[i]]
-        return resize(x, self.size), self.label_map[int(y)]
+        return x, self.label_map[int(y)]
 
 
 def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -91,15 +110,22 @@ class TaskSequence:
     :param train, test: the base data sets (items ``(image [C, H, W], label)``).
     :param info: their :class:`~sj_bwsnn.data.DataInfo`.
     :param cfg: the recipe's ``continual`` section.
+    :param random_train: whether the training items are randomly augmented (then resized images
+        are not cached).
     """
 
-    def __init__(self, train: Dataset, test: Dataset, info: DataInfo, cfg):
+    def __init__(self, train: Dataset, test: Dataset, info: DataInfo, cfg,
+                 random_train: bool = True):
         if info.frames:
             raise UserError("continual learning takes static images; event-frame data sets "
                             "(cifar10dvs) are not supported")
         self.cfg, self.protocol, self.tasks = cfg, cfg.protocol, cfg.tasks
-        self.base = {"train": train, "test": test}
         self.size = cfg.image_size
+        self.base = {"train": train, "test": test}
+        self._labels = {s: labels_of(ds) for s, ds in self.base.items()}
+        if self.size is not None:
+            self.base = {s: Resized(ds, self.size, cache=s == "test" or not random_train)
+                         for s, ds in self.base.items()}
         side = self.size or info.input_size[0]
         classes = info.num_classes
         if self.protocol == "permuted":
@@ -119,7 +145,6 @@ class TaskSequence:
                      if cfg.shuffle_classes else np.arange(classes))
             self.task_classes = [[int(c) for c in order[t * k:(t + 1) * k]]
                                  for t in range(self.tasks)]
-            self._labels = {s: labels_of(ds) for s, ds in self.base.items()}
         self.info = DataInfo(self.outputs, info.in_chans, (side, side) if self.size
                              else info.input_size)
 
@@ -133,11 +158,11 @@ class TaskSequence:
     def _task(self, split: str, task: int) -> Dataset:
         base = self.base[split]
         if self.protocol == "permuted":
-            return PermutedTask(base, self.perms[task], self.size)
+            return PermutedTask(base, self.perms[task])
         k = self.classes_per_task
         label_map = {c: task * k + i for i, c in enumerate(self.task_classes[task])}
         keep = np.flatnonzero(np.isin(self._labels[split], list(label_map)))
-        return SplitTask(base, keep.tolist(), label_map, self.size)
+        return SplitTask(base, keep.tolist(), label_map)
 
     def train_set(self, task: int) -> Dataset:
         return self._task("train", task)
@@ -156,7 +181,7 @@ class TaskSequence:
         for t in tasks:
             ds = self.train_set(t)
             labels = np.asarray([ds.label_map[int(y)] for y in self._labels["train"][ds.indices]]
-                                if isinstance(ds, SplitTask) else labels_of(ds.base))
+                                if isinstance(ds, SplitTask) else self._labels["train"])
             keep = [int(i) for c in np.unique(labels)
                     for i in np.flatnonzero(labels == c)[:per_class]]
             parts.append(Subset(ds, sorted(keep)))
@@ -170,4 +195,5 @@ def task_sequence(recipe) -> TaskSequence:
     train, test, info = build_datasets(data, recipe.T)
     train = _cap(train, data.max_train, data.split_seed)
     test = _cap(test, data.max_test, data.split_seed)
-    return TaskSequence(train, test, info, recipe.continual)
+    fixed = data.name in ("mnist", "fashion_mnist") or (data.name == "digits" and not data.augment)
+    return TaskSequence(train, test, info, recipe.continual, random_train=not fixed)
