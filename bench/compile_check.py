@@ -19,8 +19,11 @@ import itertools
 import os
 import sys
 import sysconfig
+from pathlib import Path
 
-from sj_bwsnn.neuron.kernels import SURROGATE_IDS, KernelConfig, source
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
+import _common  # noqa: E402
 
 
 # What cupy.RawModule (CuPy 14) adds to our options: see cupy/cuda/compiler.py.
@@ -59,6 +62,8 @@ def compile_one(nvrtc, src: bytes, options: list[str]) -> tuple[bool, str]:
 
 
 def configs(quick: bool):
+    from sj_bwsnn.neuron.kernels import SURROGATE_IDS, KernelConfig
+
     surrogates = (0, 2) if quick else tuple(SURROGATE_IDS.values())
     for lif, decay, soft, dtype, sur, detach, temporal in itertools.product(
             (True, False), (True, False), (True, False), (0, 1, 2), surrogates, (True, False), (True, False)):
@@ -72,6 +77,10 @@ def main() -> int:
     parser.add_argument("--arch", default="sm_90", help="sm_XX (cubin, what CuPy builds) or compute_XX (PTX)")
     parser.add_argument("--quick", action="store_true", help="two surrogates instead of all seven")
     args = parser.parse_args()
+    _common.preflight("bench/compile_check.py", cuda=False, modules=["sj_bwsnn.neuron.kernels"],
+                      allow_forced_sj=True)
+    from sj_bwsnn.neuron.kernels import source
+
     nvrtc = load_nvrtc()
     major, minor = ctypes.c_int(), ctypes.c_int()
     nvrtc.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))

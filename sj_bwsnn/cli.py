@@ -5,8 +5,10 @@
     sj-bwsnn eval RECIPE --checkpoint FILE [--ema] [--set ...]
     sj-bwsnn recipes
     sj-bwsnn summary RECIPE|CHECKPOINT [--json]
-    sj-bwsnn energy RECIPE --checkpoint FILE [--batches N] [--json] [--plot FILE.png]
-    sj-bwsnn export CHECKPOINT --out FILE
+    sj-bwsnn energy RECIPE --checkpoint FILE [--batches N] [--convention sj|paper]
+                    [--model horowitz|simple|lemaire] [--precision fp32|fp16|int8]
+                    [--binary-weights] [--neurobench] [--json] [--plot FILE.png]
+    sj-bwsnn export CHECKPOINT --out FILE [--format packed|nir] [--nir-threshold sj|spec]
     sj-bwsnn doctor
 
 RECIPE is a YAML path or the name of a bundled recipe (``digits_bwsnn``). Mistakes in the input
@@ -21,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, closest
 
 EXIT_USAGE = 2
 
@@ -35,7 +37,17 @@ def recipe_dirs() -> list[Path]:
 def find_recipe(name: str) -> Path:
     """A recipe path as given, or a bundled recipe by name (with or without ``.yaml``)."""
     path = Path(name)
+    if path.is_dir():
+        inside = path / "recipe.yaml"
+        raise UserError(f"recipe {name} is a folder; give a YAML file"
+                        + (f", e.g. {inside} (the recipe of that run)" if inside.is_file() else ""))
     if path.exists():
+        from .engine.checkpoint import is_torch_file
+
+        if is_torch_file(path):
+            raise UserError(f"{name} is a checkpoint, not a recipe; give the recipe (a YAML path or "
+                            f"bundled name; a run keeps its own as OUT/recipe.yaml) and the "
+                            f"checkpoint with --checkpoint")
         return path
     stem = path.stem if path.suffix in (".yaml", ".yml") else path.name
     for d in recipe_dirs():
@@ -57,23 +69,39 @@ def list_recipes() -> list[tuple[str, str]]:
     return [(k, v[0] if v else "") for k, v in sorted(seen.items())]
 
 
-def _prepare_out(out: Path, resume: bool) -> None:
-    """Create OUT (or check it for --resume); refuse to overwrite an earlier run."""
+def _prepare_out(out: Path, resume: bool) -> list[Path]:
+    """Create OUT (or check it for --resume); refuse to overwrite an earlier run. Returns the
+    folders it created, deepest first, for :func:`_remove_if_empty`."""
     last = out / "last.pt"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the run")
     if resume:
         if not last.is_file():
             raise UserError(f"--resume: no checkpoint at {last}; start without --resume")
-        return
+        return []
     if last.exists():
         raise UserError(f"{out} already holds a run ({last}); pass --resume to continue it "
                         f"or choose another --out")
+    created = [d for d in [out, *out.parents] if not d.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-probe"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
+        _remove_if_empty(created)
         raise UserError(f"output directory {out} is not writable ({e.strerror})") from None
+    return created
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """A run that never started leaves nothing behind: remove these folders (deepest first)
+    while they are empty."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def cmd_train(args) -> int:
@@ -94,9 +122,7 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / path.stem / time.strftime("%Y%m%d-%H%M%S")
     distributed.init_distributed(pick_device(recipe.train.device))
     main = distributed.world()[0] == 0
-    fresh = not out.exists()
-    if main:
-        _prepare_out(out, args.resume)
+    created = _prepare_out(out, args.resume) if main else []
     try:
         try:
             if continual:
@@ -105,12 +131,15 @@ def cmd_train(args) -> int:
                 trainer = ContinualTrainer(recipe, out)
             else:
                 trainer = Trainer(recipe, out)
-        except UserError:
-            if main and fresh and out.is_dir() and not any(out.iterdir()):
-                out.rmdir()  # a run that never started leaves nothing behind
+        except BaseException:  # bad data, a bug, Ctrl-C while the data set loads
+            _remove_if_empty(created)
             raise
         if args.resume:
             trainer.load_state(load_checkpoint(out / "last.pt"), out / "last.pt")
+            if args.stop_after is not None and trainer.epoch >= args.stop_after:
+                raise UserError(f"--stop-after {args.stop_after}: {out / 'last.pt'} already "
+                                f"finished epoch {trainer.epoch}; give a later epoch, or leave "
+                                f"--stop-after out to run to train.epochs")
             if main and continual:
                 done = min(trainer.stage, len(trainer.stages) - 1)
                 print(f"resuming {out} at task {trainer.stages[done].task + 1}/"
@@ -163,16 +192,17 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from .engine import Trainer, load_checkpoint, load_recipe
-    from .engine.checkpoint import load_model_state
+    from .engine.checkpoint import check_trained_with, load_model_state
 
     recipe = load_recipe(find_recipe(args.recipe), args.set)
     ckpt = load_checkpoint(args.checkpoint)
+    if args.ema and not ckpt.get("ema"):
+        raise UserError(f"--ema: {args.checkpoint} holds no EMA weights (train with "
+                        f"train.ema_decay set)")
+    check_trained_with(args.recipe, recipe, args.set, ckpt, args.checkpoint)
     trainer = Trainer(recipe, None, training=False)
     state = ckpt["model"]
     if args.ema:
-        if not ckpt.get("ema"):
-            raise UserError(f"--ema: {args.checkpoint} holds no EMA weights (train with "
-                            f"train.ema_decay set)")
         # timm's ModelEmaV3 keeps the averaged copy as its `module`: strip that prefix
         from timm.models import clean_state_dict
 
@@ -195,12 +225,13 @@ def _analysis_source(target: str, sets: list[str]):
     """A recipe (path or bundled name) or a checkpoint file -> analysis ``Source``."""
     from .analysis.source import build_source, is_checkpoint_path, source_from_checkpoint
     from .engine import load_recipe
+    from .engine.checkpoint import is_torch_file
 
-    if is_checkpoint_path(target):
+    if is_checkpoint_path(target) or is_torch_file(Path(target)):
         if sets:
             raise UserError("--set applies to recipes; a checkpoint carries its own recipe")
-        return source_from_checkpoint(target)
-    return build_source(load_recipe(find_recipe(target), sets))
+        return source_from_checkpoint(target, need_data=False)
+    return build_source(load_recipe(find_recipe(target), sets), need_data=False)
 
 
 def _print_json(obj) -> None:
@@ -212,81 +243,30 @@ def _print_json(obj) -> None:
 def cmd_summary(args) -> int:
     from .analysis.summary import format_summary, summarize
 
-    from .analysis.source import sample_batches
+    from .analysis.source import example_batch
 
     src = _analysis_source(args.target, args.set)
-    x = next(sample_batches(src, 1))
+    x, what = example_batch(src)
     x = x[:, :1] if src.info.frames else x[:1]
     s = summarize(src.model, x, src.recipe.T)
     if args.json:
-        _print_json({"source": args.target, "model": src.recipe.model.name, **s})
+        _print_json({"source": args.target, "model": src.recipe.model.name, "input": what, **s})
     else:
-        print(format_summary(s, f"{src.recipe.model.name} from {args.target}"))
+        print(format_summary(s, f"{src.recipe.model.name} from {args.target}\n"
+                                f"counted on one sample of the {what}"))
     return 0
 
 
 def cmd_energy(args) -> int:
-    from .analysis.energy import E_AC_PJ, E_MAC_PJ, energy_report, format_energy, plot_firing_rates
-    from .analysis.source import build_source, sample_batches
-    from .engine import load_checkpoint, load_recipe
+    from .analysis.energy import energy_command
 
-    e_mac = E_MAC_PJ if args.e_mac is None else args.e_mac
-    e_ac = E_AC_PJ if args.e_ac is None else args.e_ac
-    if args.batches is not None and args.batches < 1:
-        raise UserError(f"--batches must be >= 1, got {args.batches}")
-    if e_mac < 0 or e_ac < 0:
-        raise UserError("--e-mac and --e-ac are energies in pJ and must be >= 0")
-    if args.plot and not args.plot.lower().endswith(".png"):
-        raise UserError(f"--plot writes a PNG; give a file name ending in .png, got {args.plot}")
-    from .engine.build import pick_device
-
-    src = build_source(load_recipe(find_recipe(args.recipe), args.set),
-                       load_checkpoint(args.checkpoint)["model"], args.checkpoint)
-    src.model.to(pick_device(src.recipe.train.device))
-    # streamed: the test set is never held in memory at once
-    rep = energy_report(src.model, sample_batches(src, args.batches), src.recipe.T, e_mac, e_ac)
-    if args.plot:
-        plot_firing_rates(rep, args.plot)
-    if args.json:
-        _print_json({"checkpoint": args.checkpoint,
-                     "firing_rate_definition": "spikes per neuron per time step, averaged over "
-                     "T and the samples", "energy_unit": "pJ per sample", **rep})
-    else:
-        print(format_energy(rep, rep["samples"]))
-        if args.plot:
-            print(f"wrote {args.plot}")
-    return 0
+    return energy_command(args, find_recipe)
 
 
 def cmd_export(args) -> int:
-    import torch
-    from spikingjelly.activation_based import functional
+    from .deploy.command import export_command
 
-    from .analysis.export import export_model, load_exported
-    from .analysis.source import sample_batches, source_from_checkpoint
-
-    src = source_from_checkpoint(args.checkpoint)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise UserError(f"--out: folder {out.parent} does not exist")
-    sizes = export_model(src.model, src.recipe.to_dict(), src.info, out)
-    # check the promise: the reloaded model gives identical outputs on real test inputs
-    x = next(sample_batches(src, 1))
-    with torch.no_grad():
-        a = src.model(x)
-        functional.reset_net(src.model)
-        reloaded = load_exported(out)
-        b = reloaded(x)
-        functional.reset_net(reloaded)
-    same = torch.equal(a, b)
-    print(f"wrote {out} ({sizes['file_bytes'] / 1024:.1f} KiB; checkpoint "
-          f"{Path(args.checkpoint).stat().st_size / 1024:.1f} KiB)")
-    print(f"{sizes['binary_layers']} binary layers: {sizes['binary_bytes_fp32'] / 1024:.1f} KiB "
-          f"as fp32 -> {sizes['binary_bytes_packed'] / 1024:.1f} KiB packed (1-bit signs + fp32 "
-          f"alpha per channel): {sizes['ratio']:.1f}x smaller")
-    print(f"reloaded with sj_bwsnn.load_exported: outputs on {x.shape[0]} test inputs "
-          f"{'identical' if same else 'DIFFER (max |diff| %.3g)' % (a - b).abs().max().item()}")
-    return 0 if same else 1
+    return export_command(args.checkpoint, args.out, args.format, args.nir_threshold)
 
 
 def cmd_doctor(args) -> int:
@@ -302,8 +282,22 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
                         help="override a recipe key, e.g. --set train.epochs=1 --set T=2")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one :class:`UserError` line like every other (no usage block)."""
+
+    def error(self, message: str):
+        import re
+
+        m = re.match(r"argument command: invalid choice: '([^']*)'", message)
+        if m and self._subparsers is not None:
+            commands = [c for a in self._subparsers._group_actions for c in (a.choices or {})]
+            message = (f"unknown command '{m.group(1)}'{closest(m.group(1), commands)}; "
+                       f"the commands are {', '.join(commands)}")
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sj-bwsnn", description="Train binary-weight SNNs from YAML recipes.")
+    p = _Parser(prog="sj-bwsnn", description="Train binary-weight SNNs from YAML recipes.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -334,20 +328,45 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the same numbers as JSON")
     s.set_defaults(func=cmd_summary)
 
-    en = sub.add_parser("energy", help="firing rates, SOPs and energy estimate on test data")
+    en = sub.add_parser("energy", help="firing rates, operation counts and energy on test data "
+                                       "(SpikingJelly's op counters and the paper convention)")
     en.add_argument("recipe")
     en.add_argument("--checkpoint", required=True)
     _add_set(en)
     en.add_argument("--batches", type=int, help="test batches to run (default: all)")
-    en.add_argument("--e-mac", type=float, help="pJ per MAC (default 4.6: 32-bit float, 45 nm)")
-    en.add_argument("--e-ac", type=float, help="pJ per AC (default 0.9: 32-bit float, 45 nm)")
-    en.add_argument("--json", action="store_true")
+    en.add_argument("--convention", default="sj", metavar="sj|paper",
+                    help="counts of the table and the energy: sj = SpikingJelly's exact op counters "
+                         "(default), paper = FLOPs x firing rate (Spikformer / SEW-ResNet); both "
+                         "are reported")
+    en.add_argument("--model", default="horowitz", metavar="horowitz|simple|lemaire",
+                    help="energy model: horowitz = E_MAC x MACs + E_AC x ACs (default), simple = "
+                         "SpikingJelly's, with memory traffic, lemaire = SpikingJelly's analytical "
+                         "model (Lemaire et al. 2022); see docs/analysis.md")
+    en.add_argument("--precision", default="fp32", metavar="fp32|fp16|int8",
+                    help="arithmetic / storage preset (Horowitz 2014); default fp32")
+    en.add_argument("--binary-weights", action="store_true",
+                    help="cost 1-bit layers as 1-bit hardware: +-1 accumulates at a 32-bit "
+                         "integer add, weights read at 1 bit")
+    en.add_argument("--e-mac", type=float, help="pJ per MAC (overrides the preset; fp32: 4.6)")
+    en.add_argument("--e-ac", type=float, help="pJ per AC (overrides the preset; fp32: 0.9)")
+    en.add_argument("--neurobench", action="store_true",
+                    help="add NeuroBench's metrics (footprint, connection / activation sparsity, "
+                         "synaptic operations)")
+    en.add_argument("--json", action="store_true", help="print the same numbers as JSON")
     en.add_argument("--plot", metavar="FILE.png", help="bar chart of firing rate per layer")
     en.set_defaults(func=cmd_energy)
 
-    x = sub.add_parser("export", help="1-bit packed export loadable with sj_bwsnn.load_exported")
+    x = sub.add_parser("export", help="deployment file: 1-bit packed (sj_bwsnn.load_exported) "
+                                      "or a NIR graph (SpikingJelly, snnTorch, other NIR readers)")
     x.add_argument("checkpoint")
     x.add_argument("--out", required=True)
+    x.add_argument("--format", choices=("packed", "nir"), default="packed",
+                   help="packed (default): 1-bit signs + alphas, exact reload; nir: a NIR graph "
+                        "(needs pip install 'sj-bwsnn[nir]'), see docs/deploy.md")
+    x.add_argument("--nir-threshold", choices=("sj", "spec"),
+                   help="nir only: sj (default) writes v_th for readers firing at v >= v_th "
+                        "(SpikingJelly); spec writes the float32 below it for readers following "
+                        "NIR's v > v_th (snnTorch, Norse, hardware)")
     x.set_defaults(func=cmd_export)
 
     d = sub.add_parser("doctor", help="check versions, CUDA, CuPy and the neuron backend")
@@ -355,16 +374,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e: UserError) -> str:
+    """The message of ``e``; a UserError raised in a DataLoader worker process arrives wrapped in
+    the worker's traceback ("Caught UserError in DataLoader worker ..."): its own last line."""
+    text = str(e).strip()
+    if "\n" in text and text.startswith("Caught UserError"):
+        text = text.splitlines()[-1].split("UserError: ", 1)[-1]
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    try:
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:
+            where = f"sj-bwsnn {args.command}"
+            raise UserError(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
+    except UserError as e:  # a mistake on the command line itself
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     debug = args.debug or os.environ.get("SJ_BWSNN_DEBUG") == "1"
     try:
         return args.func(args)
     except UserError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -28,3 +28,17 @@ def make_checkpoint(path, recipe: dict = RECIPE, seed: int = 0):
                 m.bias.uniform_(0.0, 1.5)
     save_checkpoint(path, {"recipe": r.to_dict(), "model": model.state_dict(), "epoch": 0})
     return r, model
+
+
+def make_foreign_checkpoint(path, tree: dict, seed: int = 0):
+    """A checkpoint as another machine or an older version left it: its recipe ``tree`` stored as
+    given (training rules unchecked, e.g. OTTT with a hard reset) and a model built without its
+    data set (which need not be here)."""
+    from sj_bwsnn.data import data_info
+    from sj_bwsnn.engine.build import build_model
+
+    r = recipe_from_dict(tree, network_only=True)
+    torch.manual_seed(seed)
+    model = build_model(r, data_info(r.data))
+    save_checkpoint(path, {"recipe": r.to_dict(), "model": model.state_dict(), "epoch": 0})
+    return r, model

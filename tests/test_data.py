@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sj_bwsnn.data import build_loaders
+from sj_bwsnn.data import DATASETS, DataInfo, build_loaders, data_info
 from sj_bwsnn.engine.recipe import DataConfig
 from sj_bwsnn.errors import UserError
 
@@ -42,6 +42,7 @@ def test_cifar_pickles(tmp_path, name, k, n_train):
                      ratio=[1, 1], auto_augment="rand-m9-mstd0.5-inc1", mixup=0.0)
     train, test, info = build_loaders(cfg, seed=0)
     assert (info.num_classes, info.in_chans, info.input_size, info.frames) == (k, 3, (32, 32), False)
+    assert data_info(cfg) == info
     assert len(train.dataset) == n_train and len(test.dataset) == 4
     x, y = next(iter(train))
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (4,)
@@ -71,6 +72,7 @@ def test_imagenet_folder(tmp_path):
     cfg = DataConfig(name="imagenet", root=str(tmp_path), batch_size=2, input_size=32)
     train, test, info = build_loaders(cfg, seed=0)
     assert info.num_classes == 2 and len(train.dataset) == 6 and len(test.dataset) == 2
+    assert data_info(cfg) == DataInfo(1000, 3, (32, 32))  # ILSVRC's count: it reads no folder
     assert next(iter(train))[0].shape == (2, 3, 32, 32)
     assert next(iter(test))[0].shape == (2, 3, 32, 32)
     (tmp_path / "missing").mkdir()
@@ -100,6 +102,7 @@ def test_cifar10dvs_frames_and_split(tmp_path):
                      augment=True)
     train, test, info = build_loaders(cfg, seed=0, T=3)
     assert info.frames and info.in_chans == 2 and info.input_size == (16, 16)
+    assert data_info(cfg) == info
     assert len(train.dataset) == 90 and len(test.dataset) == 10  # 9:1 within every class
     test_labels = [test.dataset.dataset.targets[i] for i in test.dataset.indices]
     assert sorted(test_labels) == list(range(10))
@@ -124,6 +127,23 @@ def test_cifar10dvs_offline_trap(tmp_path):
     (tmp_path / "events_np.building").touch()
     with pytest.raises(UserError, match=r"stopped half-way .*events_np\.building.*delete"):
         build_loaders(DataConfig(name="cifar10dvs", root=str(tmp_path), download=True), seed=0, T=2)
+
+
+def test_data_info_reads_no_file_and_matches_the_loaders(tmp_path):
+    """data_info describes every data set from the recipe alone (the checkpoint commands rebuild
+    models with it where the data set is absent); where a set is here it agrees with the loaders."""
+    from _mnist_util import write_idx_tree
+
+    for name in DATASETS:
+        info = data_info(DataConfig(name=name, root=str(tmp_path / "absent")))
+        assert info.num_classes >= 10 and info.in_chans in (1, 2, 3)
+    assert not (tmp_path / "absent").exists()
+    assert data_info(DataConfig()) == build_loaders(DataConfig(), seed=0)[2]  # digits
+    write_idx_tree(tmp_path / "MNIST" / "raw")
+    cfg = DataConfig(name="mnist", root=str(tmp_path))
+    assert data_info(cfg) == build_loaders(cfg, seed=0)[2]
+    with pytest.raises(UserError, match="did you mean 'cifar10'"):
+        data_info(DataConfig(name="cifar1O"))
 
 
 def test_unknown_name_suggests():

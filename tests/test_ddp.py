@@ -2,8 +2,9 @@
 
 In process (``torch.multiprocessing``, one spawn for all checks): :func:`average_gradients`
 leaves every rank with the mean of the ranks' gradients, ``None`` handled as DDP does; one
-training step of ``sltt`` (with clipping), online ``ottt`` and ``bptt`` (DDP's wrapper) on two
-ranks with half a batch each equals one single-process step on the whole batch (float64); a NaN
+training step of ``sltt`` (with clipping), online ``ottt``, ``dfa`` and ``bptt`` (DDP's wrapper)
+on two ranks with half a batch each equals one single-process step on the whole batch (float64);
+``opzo`` ranks, each with its own noise, end with the same feedback matrices and weights; a NaN
 loss on one rank stops both ranks with the same error.
 CLI: torchrun trains digits with ``bptt`` and ``sltt``; rank 0 alone writes and prints.
 """
@@ -30,7 +31,7 @@ from spikingjelly.activation_based import functional
 from conftest import HANG_GUARD_S
 from sj_bwsnn.cli import main
 from sj_bwsnn.engine import distributed, load_checkpoint
-from sj_bwsnn.engine.methods import BPTT, OTTT, SLTT
+from sj_bwsnn.engine.methods import BPTT, DFA, OPZO, OTTT, SLTT
 from sj_bwsnn.engine.precision import Precision
 from sj_bwsnn.models.bw_resnet import BWResNet
 from sj_bwsnn.neuron import LIFNode
@@ -41,7 +42,7 @@ WORLD = 2
 # name -> (method factory, clip_grad); clip 1e-3 is far below the gradient norm, so clipping
 # before the sync (per-rank norms) would give another step than clipping the mean gradient
 CASES = {"sltt_clipped": (SLTT, 1e-3), "ottt_online": (lambda: OTTT(0.5, online_update=True), None),
-         "bptt_ddp": (BPTT, None)}
+         "bptt_ddp": (BPTT, None), "dfa": (lambda: DFA(0.5, seed=3), None)}
 
 
 def ce(logits, y, x):
@@ -77,6 +78,17 @@ def one_step(name: str, model, x, y):
     method.train_step(net, x, y, ce, opt, Precision("off", "cpu", clip, grad_sync))
     functional.reset_net(model)
     return copy.deepcopy(model.state_dict())
+
+
+def opzo_step(rank: int, x, y) -> dict:
+    """One OPZO step with noise from the rank's own stream; its feedback matrices and weights."""
+    model = tiny_model(seed=rank)
+    method = OPZO(noise_scale=0.2, momentum=0.9)
+    net, grad_sync = distributed.data_parallel(model, torch.device("cpu"), False)
+    torch.manual_seed(100 + rank)
+    method.train_step(net, x, y, ce, torch.optim.SGD(model.parameters(), lr=0.5),
+                      Precision("off", "cpu", None, grad_sync))
+    return {"M": [m.clone() for m in method.matrices], "state": copy.deepcopy(model.state_dict())}
 
 
 def nan_on_one_rank(rank: int) -> str:
@@ -131,6 +143,7 @@ def _rank(rank: int, init_file: str, out: str) -> None:
         half = slice(rank * len(y) // WORLD, (rank + 1) * len(y) // WORLD)
         for name in CASES:
             result[name] = one_step(name, tiny_model(seed=rank), x[half], y[half])
+        result["opzo"] = opzo_step(rank, x[half], y[half])
         result["nan_on_rank1"] = nan_on_one_rank(rank)
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
@@ -215,6 +228,19 @@ def test_torchrun_two_cpu_ranks(tmp_path, capsys, method):
     assert printed["test_acc"] == f"{metrics[0]['test_acc']:.4f}"
     assert abs(float(printed["test_loss"]) - metrics[0]["test_loss"]) < 2e-4
     assert torch.isfinite(torch.tensor(metrics[0]["train_loss"]))
+
+
+def test_opzo_ranks_share_their_feedback(ranks):
+    """Each rank injects its own noise; averaging the M increments over ranks leaves every rank
+    with the same M, hence the same top-down signals and the same step."""
+    r0, r1 = ranks[0]["opzo"], ranks[1]["opzo"]
+    for a, b in zip(r0["M"], r1["M"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    for k in r0["state"]:
+        torch.testing.assert_close(r0["state"][k], r1["state"][k], rtol=0, atol=1e-12)
+    x, y = data()
+    alone = opzo_step(0, x[:len(y) // 2], y[:len(y) // 2])  # rank 0's half without the average
+    assert any(not torch.allclose(a, b) for a, b in zip(alone["M"], r0["M"]))
 
 
 def test_a_nan_loss_on_one_rank_stops_every_rank_at_that_step(ranks):

@@ -45,3 +45,16 @@ def test_doctor_cupy_kernel_on_gpu():
     assert doctor._cupy_kernel().startswith("fused kernels match SpikingJelly's reference")
     rep = doctor.diagnose()
     assert ("neuron backend", "auto -> cupy (on cuda tensors)") in rep.lines
+
+
+def test_doctor_lists_the_nir_packages(monkeypatch, capsys):
+    real = doctor._version
+    monkeypatch.setattr(doctor, "_version", lambda name: (
+        (None, "ModuleNotFoundError: No module named 'nir'") if name == "nir" else real(name)))
+    monkeypatch.setattr(doctor, "_train_step", lambda device: 0.0)
+    assert main(["doctor"]) == 0  # optional: NIR export only
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split() == ["nir", "not", "installed", "(pip", "install", "'sj-bwsnn[nir]')"]
+               for line in lines)
+    for label in ("nirtorch", "snntorch"):
+        assert any(line.startswith(label) for line in lines), label

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _analysis_util import make_checkpoint
+from _analysis_util import RECIPE, make_checkpoint, make_foreign_checkpoint
 from spikingjelly.activation_based import functional
 
 import sj_bwsnn
-from sj_bwsnn.analysis.export import export_model, pack_signs, unpack_signs
+from sj_bwsnn.deploy.packed import export_model, pack_signs, unpack_signs
 from sj_bwsnn.analysis.profile import profile_forward
 from sj_bwsnn.cli import main
 from sj_bwsnn.data import DataInfo
@@ -67,6 +67,33 @@ def test_file_is_plain_tensors_and_binary_layers_are_25x_smaller(exported):
     assert sizes["file_bytes"] < sizes["binary_bytes_fp32"] / 8
 
 
+def test_public_names():
+    import sj_bwsnn.deploy
+
+    assert sj_bwsnn.load_exported is sj_bwsnn.deploy.load_exported
+    assert sj_bwsnn.to_nir is sj_bwsnn.deploy.to_nir
+    assert sj_bwsnn.deploy.export_model is export_model
+    assert {"load_exported", "to_nir"} <= set(dir(sj_bwsnn))
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        sj_bwsnn.nope
+
+
+def test_import_sj_bwsnn_leaves_deploy_until_used():
+    """``import sj_bwsnn`` (and so ``sj-bwsnn --help``) does not import sj_bwsnn.deploy (the
+    recipe schema, checkpoints, data sets, torch.fx passes); the first use does."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, sj_bwsnn; a = 'sj_bwsnn.deploy' in sys.modules; "
+            "sj_bwsnn.load_exported; print(a, 'sj_bwsnn.deploy' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    assert out == ["False", "True"]
+
+
 def test_load_exported_errors(exported, tmp_path):
     _, _, tmp = exported
     with pytest.raises(UserError, match="not found"):
@@ -87,12 +114,29 @@ def test_cli_export(exported, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_export_without_the_data_set_and_of_an_old_ottt_run(tmp_path, capsys):
+    """Export rebuilds the model from the stored recipe alone: the data set need not be here (a
+    synthetic batch checks the reload, and the output says so), and a run whose training rules
+    have changed since (OTTT with a hard reset, refused for training today) still exports."""
+    absent = tmp_path / "absent"
+    tree = {**RECIPE, "data": {"name": "mnist", "root": str(absent)}, "train": {"method": "ottt"}}
+    _, model = make_foreign_checkpoint(tmp_path / "c.pt", tree)
+    assert main(["export", str(tmp_path / "c.pt"), "--out", str(tmp_path / "m.bwsnn")]) == 0
+    out = capsys.readouterr().out
+    assert ("outputs on 16 synthetic inputs (no test set here: mnist not found" in out
+            and out.rstrip().endswith("identical"))
+    assert not absent.exists()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(sj_bwsnn.load_exported(tmp_path / "m.bwsnn")(x), model.eval()(x))
+
+
 
 def test_conv1d_twins_count_as_binary_everywhere():
     """binarize() gives token MLPs BinaryConv1d layers: export packs them and the optimizer gives
     their latent weights the binary weight decay."""
     import sj_bwsnn
-    from sj_bwsnn.analysis.export import _binary_layers
+    from sj_bwsnn.deploy.packed import _binary_layers
     from sj_bwsnn.engine.trainer import param_groups
 
     net = torch.nn.Sequential(torch.nn.Conv1d(4, 8, 1), torch.nn.Conv1d(8, 8, 1),

@@ -59,10 +59,15 @@ def test_teacher_runs_once_per_batch():
     assert teacher.calls == 2 and kd.teacher_calls == 2
 
 
-def test_class_mismatch_is_one_line():
-    kd = DistillationObjective(Counting(k=5), 2.0, 0.5, CrossEntropyObjective())
-    with pytest.raises(UserError, match="teacher gives 5 classes but the student 10"):
-        kd(torch.randn(2, 10), torch.zeros(2, dtype=torch.long), torch.randn(2, 1, 8, 8))
+def test_timm_teacher_of_other_classes_is_refused_when_built(tmp_path):
+    """The one class check: at build time (the loss does not check again)."""
+    net = timm.create_model("test_resnet", num_classes=5, in_chans=1)
+    torch.save(net.state_dict(), tmp_path / "t.pth")
+    recipe = load_recipe(DIGITS, [f"teacher.checkpoint={tmp_path / 't.pth'}",
+                                  "teacher.model=test_resnet"])
+    with pytest.raises(UserError, match="predicts 5 classes but the student's data has 10") as e:
+        build_teacher(recipe, INFO, torch.device("cpu"))
+    assert "\n" not in str(e.value)
 
 
 def _fp_checkpoint(tmp_path, T=2):

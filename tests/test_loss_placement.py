@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
-from sj_bwsnn.engine.methods import (BPTT, DSR, OTTT, SLTT, SLTTK, SLTTFused, build_method)
+from sj_bwsnn.engine.methods import (BPTT, DSR, IDE, OTTT, SLTT, SLTTK, SPIDE, SLTTFused,
+                                     build_method)
 from sj_bwsnn.engine.objectives import (CrossEntropyObjective, DistillationObjective,
                                         build_objective, sequence_loss)
 from sj_bwsnn.engine.recipe import recipe_from_dict
@@ -145,6 +146,10 @@ def test_defaults_keep_each_methods_placement_and_refusals_are_one_line():
     for cls in (SLTT, SLTTK, OTTT):
         with pytest.raises(UserError, match="not possible"):
             cls(loss_on="mean")
+    for cls in (IDE, SPIDE):  # the loss sits on the equilibrium rate, the time average
+        assert cls().loss_on == "mean"
+        with pytest.raises(UserError, match="per_step is not possible with train.method"):
+            cls(loss_on="per_step")
 
 
 def test_sequence_loss_is_the_one_helper():

@@ -26,7 +26,7 @@ def host_kernels(tmp_path_factory):
     if host.compiler() is None:
         pytest.skip("needs g++")
     previous = fused._launcher
-    fused.set_launcher(host.HostLauncher(str(tmp_path_factory.mktemp("sjb_host"))))
+    fused.set_launcher(host.HostLauncher(str(tmp_path_factory.getbasetemp() / "sjb_host")))
     yield
     fused.set_launcher(previous)
 
@@ -223,9 +223,11 @@ def test_cupy_launcher_packs_arguments_like_the_kernel_signatures(monkeypatch):
         def get_function(self, name):
             return types.SimpleNamespace(kernel=Fn(name))
 
+    devices = []
+
     class Device:
         def __init__(self, index):
-            pass
+            devices.append(index)
 
         __enter__ = lambda self: self  # noqa: E731
         __exit__ = lambda self, *exc: None  # noqa: E731
@@ -249,6 +251,20 @@ def test_cupy_launcher_packs_arguments_like_the_kernel_signatures(monkeypatch):
         assert all(isinstance(a, (np.uint64, np.int64, np.float64)) for a in args)
     fwd = calls[0][3]
     assert fwd[1] == 0 and fwd[5] == 0 and fwd[6] == 600 and fwd[7] == 3 and fwd[11] == 0.5
+
+    # bound kernels (what the nodes call): the same arguments; module, device context and packed
+    # scalars made once by bind
+    legacy, n_devices = list(calls), len(devices)
+    calls.clear()
+    bound = launcher.bind(cfg, None, 2.0, 1.0, 0.0, 4.0)
+    assert len(modules) == 1 and len(devices) == n_devices + 1
+    for _ in range(2):
+        bound.forward(x, None, 0.5, x, x, x[0], None)
+        bound.backward(x, x, None, x, x, x[0])
+    assert len(devices) == n_devices + 1 and len(calls) == len(legacy)
+    for (name, grid, block, args, stream), old in zip(calls, legacy):
+        assert (name, grid, block, stream) == old[:3] + old[4:]
+        assert [type(a) for a in args] == [type(a) for a in old[3]] and list(args) == list(old[3])
 
 
 @needs_gxx

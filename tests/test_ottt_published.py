@@ -12,7 +12,7 @@ from spikingjelly.activation_based import functional, layer
 from torch import nn
 
 import sj_bwsnn
-from sj_bwsnn.analysis.export import export_model
+from sj_bwsnn.deploy.packed import export_model
 from sj_bwsnn.data import DataInfo
 from sj_bwsnn.engine.methods import OTTT, input_layers, traced_layers
 from sj_bwsnn.engine.recipe import recipe_from_dict

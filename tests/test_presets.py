@@ -81,6 +81,22 @@ def test_ottt_refuses_a_hard_reset_in_the_recipe():
     recipe_from_dict({"train": {"method": "ottt"}, "neuron": {"preset": "ottt"}})
 
 
+def test_set_preset_on_a_runs_recipe_yaml_applies_the_new_presets_values(tmp_path):
+    """A run's recipe.yaml holds its preset's resolved keys; --set neuron.preset=ottt on it gives
+    OTTT's values (not SLTT's under OTTT's name). Keys named by --set and keys the preset does
+    not define (backend) keep their values; naming the file's own preset changes nothing."""
+    run = load_recipe(DIGITS, ["neuron.preset=sltt", "neuron.backend=torch"])
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(run.to_dict(), sort_keys=False))  # as `sj-bwsnn train` writes it
+    r = load_recipe(path, ["neuron.preset=ottt", "train.method=ottt"])
+    assert r.neuron == NeuronConfig(**{**PRESETS["ottt"], "preset": "ottt", "backend": "torch"})
+    r = load_recipe(path, ["neuron.tau=3.0", "neuron.preset=ottt"])
+    assert (r.neuron.tau, r.neuron.detach_reset, r.neuron.surrogate) == (3.0, True, "sigmoid")
+    assert load_recipe(path, ["neuron.preset=sltt"]) == run
+    with pytest.raises(UserError, match="unknown preset 'otttt'"):
+        load_recipe(path, ["neuron.preset=otttt"])
+
+
 FAST = ["T=1", "data.max_train=64", "data.max_test=64", "train.epochs=1", "train.plot=false",
         "train.tensorboard=false"]
 

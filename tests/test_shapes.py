@@ -102,3 +102,34 @@ def test_binary_convs_in_multi_step_mode_use_the_same_contract():
     _raises(lambda: conv(torch.rand(2, 5, 8, 8, 3)), "C=3 at dimension 2", "x.permute(0, 1, 4, 2, 3)")
     _raises(lambda: BinaryConv1d(6, 4, 1, step_mode="m")(torch.rand(2, 5, 7, 9)), "C=6 at dimension 2",
             "[T, N, C, L]")
+
+
+def test_binary_conv_transpose_and_linear_in_multi_step_mode_raise_shape_errors():
+    from sj_bwsnn.layers import BinaryConvTranspose2d, BinaryLinear
+
+    up = BinaryConvTranspose2d(3, 4, 3, 2, 1, 1, step_mode="m")
+    assert up(torch.rand(2, 5, 3, 4, 4)).shape == (2, 5, 4, 8, 8)
+    _raises(lambda: up(torch.rand(5, 3, 4, 4)), "BinaryConvTranspose2d in step_mode='m'",
+            "5-D [T, N, C, H, W]", "x.unsqueeze(0)")
+    _raises(lambda: up(torch.rand(2, 5, 4, 4, 3)), "C=3 at dimension 2", "x.permute(0, 1, 4, 2, 3)")
+    fc = BinaryLinear(5, 3, step_mode="m")
+    assert fc(torch.rand(2, 4, 7, 5)).shape == (2, 4, 7, 3)
+    _raises(lambda: fc(torch.rand(4, 5)), "BinaryLinear in step_mode='m'", "[T, N, ..., 5]",
+            "got 2-D shape (4, 5)", "x.unsqueeze(0)")
+    _raises(lambda: fc(torch.rand(2, 4, 6)), "[T, N, ..., 5] with 5 features last", "(2, 4, 6)")
+
+
+def test_binary_linear_in_multi_step_mode_traces_with_fx():
+    """The check skips fx proxies (NIR export, fx passes) as check_seq does; the binarizer is a
+    leaf, as in the NIR tracer."""
+    from sj_bwsnn.layers import BinaryLinear, WeightBinarizer
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m, name):
+            return isinstance(m, WeightBinarizer) or super().is_leaf_module(m, name)
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(BinaryLinear(5, 3, step_mode="m"))
+    traced = torch.fx.GraphModule(net, Tracer().trace(net))
+    x = torch.rand(2, 4, 5)
+    assert torch.equal(traced(x), net(x))

@@ -1,6 +1,7 @@
 """``sj-bwsnn doctor``: can this setup train, and with which neuron backend?
 
-Reports versions (Python, torch, torchvision, spikingjelly, timm, CuPy), whether CUDA is visible
+Reports versions (Python, torch, torchvision, spikingjelly, timm, CuPy, and the optional NIR
+packages nir / nirtorch / snntorch of ``sj-bwsnn export --format nir``), whether CUDA is visible
 (driver, GPU name), runs sj_bwsnn's fused neuron kernels on the GPU against SpikingJelly's Torch
 reference when CUDA and CuPy are there (:mod:`sj_bwsnn.neuron.selfcheck`: spikes identical, input
 gradients within 1e-5 in float32 and 1e-2 in bfloat16), names the backend ``backend: auto`` picks,
@@ -21,7 +22,10 @@ import time
 from dataclasses import dataclass, field
 
 REQUIRED = ("torch", "spikingjelly", "timm", "yaml")
-OPTIONAL = ("torchvision", "cupy", "sklearn", "matplotlib")
+OPTIONAL = ("torchvision", "cupy", "sklearn", "matplotlib", "nir", "nirtorch", "snntorch")
+# optional packages of `export --format nir`: shown as "not installed (how)" when absent
+NIR_HINT = {"nir": "pip install 'sj-bwsnn[nir]'", "nirtorch": "pip install 'sj-bwsnn[nir]'",
+            "snntorch": "pip install 'sj-bwsnn[nir-test]': second NIR reader for the tests"}
 FIX = {
     "torch": "pip install torch (see https://pytorch.org for the CUDA build)",
     "spikingjelly": "pip install spikingjelly==2.0.0",
@@ -127,7 +131,10 @@ def diagnose() -> Report:
     missing = []
     for name in REQUIRED + OPTIONAL:
         ver, err = _version(name)
-        rep.add(name, ver if ver else f"not available ({err})")
+        if ver is None and name in NIR_HINT and err.startswith("ModuleNotFoundError"):
+            rep.add(name, f"not installed ({NIR_HINT[name]})")
+        else:
+            rep.add(name, ver if ver else f"not available ({err})")
         if ver is None and name in REQUIRED:
             missing.append(name)
     if missing:

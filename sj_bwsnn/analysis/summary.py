@@ -8,11 +8,18 @@ Per reported layer (see :func:`~sj_bwsnn.analysis.profile.reported_modules`):
   in fp32, the 1-bit layers' latent weights included (4 bytes each).
 * ``bytes_deployed`` — memory as deployed (what ``sj-bwsnn export`` stores): binary weights packed
   8 per byte (``ceil(n / 8)``) plus one fp32 ``alpha`` per output channel; the rest in fp32.
-* ``macs_per_step`` / ``acs_per_step`` — operations for one sample and one time step: a layer's
+* ``macs_per_step`` / ``acs_per_step`` / ``sops_per_step`` — SpikingJelly's counts on the sample
+  (``MACCounter``, ``ACCounter`` and its spike-driven part, :mod:`sj_bwsnn.analysis.counting`, the
+  same counters and rows as ``sj-bwsnn energy``), for one sample and one time step: a row's
   operations over one forward divided by ``T`` (so the stem, which runs once on a static image for
-  all ``T`` steps, is amortised over them). Real-valued input -> MACs; spike input -> ACs, counted
-  for every synapse (the upper bound, as if every input spiked; ``sj-bwsnn energy`` scales ACs by
-  the measured firing rate).
+  all ``T`` steps, is amortised over them). Rows that hold no layer but run ops of their own (a
+  block's residual addition, the mean over time at the top level) are listed too, so the rows add
+  up to the totals. A layer that returns a 0-d tensor (fsnn's ``fb_norm``: the feedback scale
+  ``c``, a matrix-vector product once per forward, which SpikingJelly's counters do not count:
+  they have no rule for ``aten.mv`` / ``aten.dot``) shows the output ``scalar``; ``(unused)``
+  marks a layer the forward never reached.
+* ``flops_per_step`` — conv / linear layers: output elements x fan-in per sample and step, every
+  synapse counted (the dense count, the upper bound of the ACs of a spike-input layer).
 
 Compression: ``fp32 bytes / deployed bytes`` and ``fp16 bytes / deployed bytes``, where the fp32 /
 fp16 figures store every parameter and float buffer at 32 / 16 bits.
@@ -26,8 +33,10 @@ import torch
 from torch import nn
 
 from ..layers import BinaryLayer
+from .counting import SJCounts
 from .profile import profile_forward, reported_modules
 
+TOP = "(top level)"
 
 
 def packed_bytes(n_bits: int) -> int:
@@ -58,22 +67,40 @@ def layer_memory(m: nn.Module) -> dict:
 def summarize(model: nn.Module, x: torch.Tensor, T: int) -> dict:
     """The summary of ``model`` on sample input ``x`` (one sample suffices). See module doc."""
     modules = dict(reported_modules(model))
+    counts = SJCounts(model)
+    records, samples = profile_forward(model, [x], modes=counts.modes)
+    ops, per = counts.rows(), max(samples, 1) * T
+    zero_ops = {"macs_per_step": 0.0, "acs_per_step": 0.0, "sops_per_step": 0.0}
+
+    def op_fields(name: str) -> dict:
+        c = ops.get(name)
+        return {"macs_per_step": c["macs"] / per, "acs_per_step": c["acs"] / per,
+                "sops_per_step": c["synops"] / per} if c else dict(zero_ops)
+
     rows = []
-    for r in profile_forward(model, [x])[0]:
-        row = {"name": r.name, "kind": r.kind, "out_shape": list(r.out_shape),
-               **layer_memory(modules[r.name]), "input": r.input_kind or None,
-               "macs_per_step": 0, "acs_per_step": 0}
-        if r.input_kind:
-            row["macs_per_step" if r.input_kind == "real" else "acs_per_step"] = round(r.ops / T)
-        rows.append(row)
+    for r in records:
+        rows.append({"name": r.name, "kind": r.kind, "out_shape": list(r.out_shape),
+                     **layer_memory(modules[r.name]), "input": r.input_kind or None,
+                     "flops_per_step": r.ops / T if r.input_kind else 0.0, **op_fields(r.name)})
     # leaves the forward never reached (unused heads...) still hold memory
     seen = {r["name"] for r in rows}
     for name, m in modules.items():
         if name not in seen:
             rows.append({"name": name, "kind": type(m).__name__, "out_shape": None,
-                         **layer_memory(m), "input": None, "macs_per_step": 0, "acs_per_step": 0})
+                         **layer_memory(m), "input": None, "flops_per_step": 0.0, **zero_ops})
+    # modules that hold no reported layer but run ops of their own (residual additions...)
+    everything = dict(model.named_modules())
+    no_memory = {k: 0 for k in ("params_1bit", "params_32bit", "bytes_trained", "bytes_deployed",
+                                "bytes_fp16")}
+    for name in ops:
+        if name not in modules:
+            rows.append({"name": name or TOP, "kind": type(everything[name]).__name__,
+                         "out_shape": None, **no_memory, "input": None, "flops_per_step": 0.0,
+                         **op_fields(name)})
+    order = {name: i for i, name in enumerate(everything)}
+    rows.sort(key=lambda r: order.get(r["name"], len(order)))
     keys = ("params_1bit", "params_32bit", "bytes_trained", "bytes_deployed", "bytes_fp16",
-            "macs_per_step", "acs_per_step")
+            "flops_per_step", "macs_per_step", "acs_per_step", "sops_per_step")
     totals = {k: sum(r[k] for r in rows) for k in keys}
     # tensors held by modules that are not reported (none in our models): counted in the totals
     listed = sum(r["params_1bit"] + r["params_32bit"] for r in rows)
@@ -87,6 +114,16 @@ def summarize(model: nn.Module, x: torch.Tensor, T: int) -> dict:
     }
     return {"T": T, "input_shape": list(x.shape), "layers": rows, "totals": totals,
             "compression": compression}
+
+
+def deployed_bytes(model: nn.Module) -> int:
+    """Bytes of the model as deployed (the ``bytes_deployed`` total of :func:`summarize`): 1-bit
+    weights packed, one fp32 alpha per output channel, everything else fp32."""
+    modules = dict(reported_modules(model))
+    mems = [layer_memory(m) for m in modules.values()]
+    rest = (sum(p.numel() for p in model.parameters())
+            - sum(x["params_1bit"] + x["params_32bit"] for x in mems))
+    return sum(x["bytes_deployed"] for x in mems) + 4 * rest
 
 
 def _fmt_bytes(n: float) -> str:
@@ -103,24 +140,27 @@ def _fmt_count(n: float) -> str:
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if n >= div:
             return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
+    return f"{n:.4g}"
 
 
 def format_summary(s: dict, title: str = "") -> str:
     """The human-readable table of :func:`summarize`'s result."""
-    head = ("layer", "kind", "output", "1-bit", "32-bit", "trained", "deployed", "MACs/step",
-            "ACs/step")
+    head = ("layer", "kind", "output", "1-bit", "32-bit", "trained", "deployed", "FLOPs/step",
+            "MACs/step", "ACs/step")
     rows = []
     for r in s["layers"]:
-        shape = "x".join(map(str, r["out_shape"])) if r["out_shape"] else "(unused)"
+        ran = r["macs_per_step"] or r["acs_per_step"]
+        shape = ("x".join(map(str, r["out_shape"])) if r["out_shape"] else
+                 "scalar" if r["out_shape"] == [] else "-" if ran else "(unused)")
         rows.append((r["name"], r["kind"], shape, _fmt_count(r["params_1bit"]),
                      _fmt_count(r["params_32bit"]), _fmt_bytes(r["bytes_trained"]),
-                     _fmt_bytes(r["bytes_deployed"]), _fmt_count(r["macs_per_step"]),
-                     _fmt_count(r["acs_per_step"])))
+                     _fmt_bytes(r["bytes_deployed"]), _fmt_count(r["flops_per_step"]),
+                     _fmt_count(r["macs_per_step"]), _fmt_count(r["acs_per_step"])))
     t = s["totals"]
     rows.append(("total", "", "", _fmt_count(t["params_1bit"]), _fmt_count(t["params_32bit"]),
                  _fmt_bytes(t["bytes_trained"]), _fmt_bytes(t["bytes_deployed"]),
-                 _fmt_count(t["macs_per_step"]), _fmt_count(t["acs_per_step"])))
+                 _fmt_count(t["flops_per_step"]), _fmt_count(t["macs_per_step"]),
+                 _fmt_count(t["acs_per_step"])))
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(  # noqa: E731
         str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -133,8 +173,10 @@ def format_summary(s: dict, title: str = "") -> str:
         f"(T first for multi-step layers)",
         "memory: trained = all parameters and BN statistics in fp32 (latent weights of 1-bit "
         "layers included); deployed = 1-bit weights packed 8 per byte + fp32 alpha per channel",
-        "MACs/step: real-valued input; ACs/step: spike input, every synapse counted (the upper "
-        "bound; `sj-bwsnn energy` scales by measured firing rates); per sample, forward / T",
+        "MACs/step, ACs/step: SpikingJelly's MACCounter / ACCounter on this sample (ACs: synapses "
+        "spikes reach, BN, neuron updates, additions, pooling), per sample, forward / T; "
+        "FLOPs/step: conv / linear, every synapse (the dense count); same counters as "
+        "`sj-bwsnn energy`",
         f"compression (deployed vs all-fp32 / all-fp16): {c['vs_fp32']:.2f}x / {c['vs_fp16']:.2f}x",
     ]
     return "\n".join(out)

@@ -1,8 +1,9 @@
 """Data sets by recipe name, returned as PyTorch loaders.
 
-:func:`build_loaders` is the one entry point the engine calls. Names: ``digits`` (embedded),
+:func:`build_loaders` is the one entry point the engine calls; :func:`data_info` describes a data
+set (classes, channels, size) from the recipe alone. Names: ``digits`` (embedded),
 ``mnist``, ``fashion_mnist`` (IDX files), ``cifar10``, ``cifar100`` (torchvision), ``imagenet`` (ImageFolder ``train/`` and ``val/``),
-``cifar10dvs`` (SpikingJelly event frames). Every data set returns ``(images, labels)`` batches;
+``cifar10dvs``, ``nmnist``, ``dvs128_gesture`` (SpikingJelly event frames). Every data set returns ``(images, labels)`` batches;
 images are ``[N, C, H, W]`` (static: direct encoding over T steps) or ``[N, T, C, H, W]`` event
 frames (``DataInfo.frames``; the trainer transposes them to ``[T, N, C, H, W]``).
 """
@@ -18,7 +19,8 @@ from torch.utils.data import DataLoader, Subset
 from ..errors import UserError, closest
 from .sampler import EpochSampler
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet", "cifar10dvs")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet", "cifar10dvs",
+            "nmnist", "dvs128_gesture")
 
 
 @dataclass
@@ -29,6 +31,35 @@ class DataInfo:
     frames: bool = False  # batches are [N, T, C, H, W] event frames
 
 
+def data_info(cfg: Any) -> DataInfo:
+    """The :class:`DataInfo` of the recipe's ``data`` section without reading any file (to rebuild
+    a trained model or make an input of the right shape when the data set is not here).
+    ``imagenet``: 1000 classes (ILSVRC-2012); a subset's count is that of its class folders, which
+    only :func:`build_datasets` reads."""
+    if cfg.name == "digits":
+        from .digits import IN_CHANS, NUM_CLASSES, SIZE
+    elif cfg.name in ("mnist", "fashion_mnist"):
+        from .mnist import IN_CHANS, NUM_CLASSES, SIZE
+    elif cfg.name == "cifar10dvs":
+        from .dvs import IN_CHANS, NUM_CLASSES, SIZE
+
+        size = cfg.input_size or SIZE
+        return DataInfo(NUM_CLASSES, IN_CHANS, (size, size), frames=True)
+    elif cfg.name in ("nmnist", "dvs128_gesture"):
+        from .neuromorphic import IN_CHANS as EVENT_CHANS, SETS
+
+        spec = SETS[cfg.name]
+        size = cfg.input_size or spec.size
+        return DataInfo(spec.num_classes, EVENT_CHANS, (size, size), frames=True)
+    elif cfg.name in ("cifar10", "cifar100", "imagenet"):
+        size = cfg.input_size or (224 if cfg.name == "imagenet" else 32)
+        return DataInfo({"cifar10": 10, "cifar100": 100, "imagenet": 1000}[cfg.name], 3, (size, size))
+    else:
+        raise UserError(f"data.name: unknown data set {cfg.name!r}{closest(cfg.name, DATASETS)}; "
+                        f"choose one of {', '.join(DATASETS)}")
+    return DataInfo(NUM_CLASSES, IN_CHANS, (SIZE, SIZE))
+
+
 def build_datasets(cfg: Any, T: int = 4):
     """``(train, test, DataInfo)`` for the recipe's ``data`` section (``T``: DVS frames)."""
     if cfg.name == "digits":
@@ -37,9 +68,9 @@ def build_datasets(cfg: Any, T: int = 4):
         train, test = digits_splits(cfg.test_fraction, cfg.split_seed, cfg.augment)
         return train, test, DataInfo(NUM_CLASSES, IN_CHANS, (SIZE, SIZE))
     if cfg.name in ("mnist", "fashion_mnist"):
-        from .mnist import IN_CHANS, NUM_CLASSES, SIZE, mnist_splits
+        from .mnist import IN_CHANS, NUM_CLASSES, SIZE, mnist_splits, train_transform
 
-        train, test = mnist_splits(cfg.name, cfg.root, cfg.download)
+        train, test = mnist_splits(cfg.name, cfg.root, cfg.download, train_transform(cfg))
         return train, test, DataInfo(NUM_CLASSES, IN_CHANS, (SIZE, SIZE))
     if cfg.name in ("cifar10", "cifar100"):
         from .vision import cifar_splits
@@ -56,6 +87,11 @@ def build_datasets(cfg: Any, T: int = 4):
 
         train, test, k, size = cifar10dvs_splits(cfg, T)
         return train, test, DataInfo(k, IN_CHANS, (size, size), frames=True)
+    if cfg.name in ("nmnist", "dvs128_gesture"):
+        from .neuromorphic import IN_CHANS as EVENT_CHANS, event_splits
+
+        train, test, k, size = event_splits(cfg, T)
+        return train, test, DataInfo(k, EVENT_CHANS, (size, size), frames=True)
     raise UserError(f"data.name: unknown data set {cfg.name!r}{closest(cfg.name, DATASETS)}; "
                     f"choose one of {', '.join(DATASETS)}")
 

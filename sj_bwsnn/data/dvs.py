@@ -12,13 +12,18 @@ read from the folder listing instead of loading every sample.
 
 Offline safety: SpikingJelly starts a download when ``root/events_np`` is missing and leaves an
 ``events_np.building`` marker behind when that fails, which blocks every later call. So the
-expected folders are checked first and a missing set is one :class:`UserError` line.
+expected folders are checked first and a missing set is one :class:`UserError` line. When
+SpikingJelly's preparation fails anyway (e.g. an unreadable ``.npz`` among the events), the
+folders it created in that call and their ``.building`` markers are removed, and the error names
+the file; a frame file that cannot be read during training is named too.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset
@@ -64,6 +69,82 @@ def _check_layout(root: Path, T: int, download: bool) -> None:
                         f"convert it")
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{e.__class__.__name__}: {text[0]}" if text else e.__class__.__name__
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the event file ``path`` cannot be integrated (``None``: it reads, with t, x, y, p)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head != b"PK\x03\x04":  # np.load would try it as a pickle and blame that
+            return "an empty file" if not head else "not a zip (.npz) archive"
+        with np.load(path) as d:
+            missing = [k for k in "txyp" if k not in d.files]
+            if missing:
+                return f"no {'/'.join(missing)} arrays; it holds {'/'.join(d.files) or 'none'}"
+            for k in "txyp":
+                d[k]  # reads the member: a damaged archive fails here (bad CRC, truncation)
+    except Exception as e:  # noqa: BLE001 - any failure to read is the answer
+        return _first_line(e)
+    return None
+
+
+def _file_being_read(exc: BaseException, folder: Path) -> Path | None:
+    """The ``.npz`` under ``folder`` that SpikingJelly was reading when ``exc`` was raised: a
+    local variable of a frame of its traceback (the worker thread's frames travel with it)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for v in tb.tb_frame.f_locals.values():
+            if isinstance(v, (str, Path)) and str(v).endswith(".npz") and \
+                    Path(v).resolve().is_relative_to(folder.resolve()):
+                return Path(v)
+        tb = tb.tb_next
+    return None
+
+
+def _prepare(root: Path, T: int, build):
+    """``build()`` (SpikingJelly preparing ``root``); if it fails, nothing it created in this call
+    is left behind (half-built folders, ``.building`` markers) and an unreadable file is named."""
+    created = [d for d in (root / "events_np", root / f"frames_number_{T}_split_by_number")
+               if not d.exists()]
+    try:
+        return build()
+    except BaseException as e:
+        for d in created:
+            shutil.rmtree(d, ignore_errors=True)
+            d.with_name(d.name + ".building").unlink(missing_ok=True)
+        if not isinstance(e, Exception):
+            raise
+        bad = _file_being_read(e, root / "events_np")
+        why = _unreadable(bad) if bad is not None else None  # None too when writing failed
+        if why:
+            raise UserError(f"cifar10dvs: cannot read {bad} ({why}); "
+                            f"replace it with a good copy (an .npz with arrays t, x, y, p) or "
+                            f"delete it, then retry") from None
+        if isinstance(e, (OSError, RuntimeError, ValueError)):
+            raise UserError(f"cifar10dvs: SpikingJelly could not prepare {root} ({_first_line(e)})"
+                            ) from None
+        raise
+
+
+class _NamedLoader:
+    """The data set's file loader; a file it cannot read is one :class:`UserError` naming it."""
+
+    def __init__(self, load, frames_dir: Path):
+        self.load, self.frames_dir = load, frames_dir
+
+    def __call__(self, path):
+        try:
+            return self.load(path)
+        except Exception as e:  # noqa: BLE001 - whatever the damage, name the file
+            raise UserError(f"cifar10dvs: cannot read {path} ({_first_line(e)}); delete "
+                            f"{self.frames_dir} to integrate the frames again from events_np/"
+                            ) from None
+
+
 def per_class_split(targets: list[int], train_ratio: float) -> tuple[list[int], list[int]]:
     """Indices ``(train, test)``: the first ``train_ratio`` of each class (in order) train."""
     by_class: dict[int, list[int]] = {}
@@ -89,11 +170,11 @@ def cifar10dvs_splits(cfg, T: int):
     size = cfg.input_size or SIZE
 
     def make(augment: bool):
-        try:
-            return CIFAR10DVS(str(root), data_type="frame", frames_number=T, split_by="number",
-                              transform=FrameTransform(size, augment))
-        except (OSError, RuntimeError, ValueError) as e:
-            raise UserError(f"cifar10dvs: SpikingJelly could not prepare {root} ({e})") from None
+        ds = _prepare(root, T, lambda: CIFAR10DVS(
+            str(root), data_type="frame", frames_number=T, split_by="number",
+            transform=FrameTransform(size, augment)))
+        ds.loader = _NamedLoader(ds.loader, root / f"frames_number_{T}_split_by_number")
+        return ds
 
     train_set = make(cfg.augment)
     test_set = make(False)

@@ -4,6 +4,16 @@ unless ``data.download: true``).
 :func:`mnist_splits` is the whole API: ``(train, test)`` datasets whose items are a float32
 ``[1, 28, 28]`` tensor (pixels / 255, then standardised) and an int64 label 0..9.
 
+Augmentation (``data.augment: true``, training set only): :func:`train_transform` builds timm's
+``create_transform`` from the same recipe keys as CIFAR (``pad``, ``scale``, ``ratio``, ``hflip``,
+``color_jitter``, ``auto_augment``, ``re_prob``; see :func:`sj_bwsnn.data.vision.image_transforms`)
+applied to the 28x28 grey PIL image: ``pad: 2, scale: [0.765625, 0.765625], ratio: [1, 1]`` is
+RandomCrop(28, padding=2) (a 28x28 window of the 32x32 padded image, area (28/32)^2), and
+``hflip`` defaults to 0.5 (right for Fashion-MNIST's clothes, wrong for MNIST's digits: set 0).
+Without it (the default) items are converted straight from the uint8 tensor, and the test set is
+always so: the same values timm's test transform gives at crop_pct 1 (resize and centre crop of a
+28x28 image to 28x28 are the identity), without the trip through PIL.
+
 Where the four files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
 ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each plain or ``.gz``) are looked for, in order:
 
@@ -45,17 +55,39 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 
 class MNISTDataset(Dataset):
     """``images`` uint8 ``[N, 28, 28]``, ``labels`` int64 ``[N]``; items are standardised float32
-    ``[1, 28, 28]`` tensors (converted per item, so the set stays 47 MB instead of 188 MB)."""
+    ``[1, 28, 28]`` tensors (converted per item, so the set stays 47 MB instead of 188 MB).
+    ``transform``: a torchvision/timm transform of the grey PIL image that ends in a normalised
+    tensor (:func:`train_transform`); None: the direct conversion."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
+                 transform=None):
         self.images, self.labels, self.mean, self.std = images, labels, mean, std
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
+        if self.transform is not None:
+            from PIL import Image
+
+            return self.transform(Image.fromarray(self.images[i].numpy(), mode="L")), self.labels[i]
         x = self.images[i].to(torch.float32).div_(255.0).sub_(self.mean).div_(self.std)
         return x.unsqueeze(0), self.labels[i]
+
+
+def train_transform(cfg):
+    """The training transform for a recipe's ``data`` section: timm's ``create_transform`` when
+    ``cfg.augment`` (module docstring), else None (no augmentation)."""
+    if not cfg.augment:
+        return None
+    from .vision import image_transforms
+
+    if cfg.input_size not in (None, SIZE):
+        raise UserError(f"data.input_size: {cfg.name} images are {SIZE}x{SIZE}; leave it null "
+                        f"(got {cfg.input_size})")
+    mean, std = STATS[cfg.name]
+    return image_transforms(cfg, SIZE, (mean,), (std,), 1.0)[0]
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -131,9 +163,11 @@ def _download(name: str, root: str | None) -> None:
         raise UserError(f"{name}: could not download into {root} ({e})") from None
 
 
-def mnist_splits(name: str = "mnist", root: str | None = None, download: bool = False):
+def mnist_splits(name: str = "mnist", root: str | None = None, download: bool = False,
+                 transform=None):
     """``(train, test)`` :class:`MNISTDataset` for ``mnist`` or ``fashion_mnist`` (60,000 / 10,000
-    images in the full sets). Nothing is downloaded unless ``download``; missing files are one
+    images in the full sets); ``transform`` (e.g. :func:`train_transform`) applies to the training
+    set only. Nothing is downloaded unless ``download``; missing files are one
     :class:`~sj_bwsnn.errors.UserError` line naming the folders searched and how to get them."""
     if name not in STATS:
         raise UserError(f"mnist_splits: name must be mnist or fashion_mnist, got {name!r}")
@@ -150,8 +184,8 @@ def mnist_splits(name: str = "mnist", root: str | None = None, download: bool = 
                             f"{x.shape} and {y.shape}")
     mean, std = STATS[name]
 
-    def ds(x, y):
+    def ds(x, y, tf=None):
         return MNISTDataset(torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64)),
-                            mean, std)
+                            mean, std, tf)
 
-    return ds(tr_x, tr_y), ds(te_x, te_y)
+    return ds(tr_x, tr_y, transform), ds(te_x, te_y)

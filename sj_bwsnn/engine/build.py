@@ -28,7 +28,7 @@ def build_model(recipe: Recipe, info) -> torch.nn.Module:
     neuron, neuron_kwargs = neuron_kwargs_from_config(recipe.neuron)
     name = recipe.model.name
     if not timm.is_model(name):
-        ours = timm.list_models("bw_*")
+        ours = timm.list_models("bw_*") + timm.list_models("fsnn_*")
         raise UserError(f"model.name: unknown model {name!r}{closest(name, ours)}; "
                         f"sj_bwsnn models: {', '.join(ours)}")
     kwargs = dict(num_classes=info.num_classes, in_chans=info.in_chans, T=recipe.T,

@@ -4,7 +4,9 @@ Teacher (recipe section ``teacher``): either a model trained by another sj_bwsnn
 checkpoint carries the recipe, so ``teacher.model`` may stay null; ``teacher.T`` overrides its
 time steps on static input), or any timm / ``torchvision.NAME`` architecture (``teacher.model``,
 ``teacher.kwargs``) loaded from a local state_dict file. The teacher is put in eval mode with
-``requires_grad=False``; it must predict the student's classes. A non-spiking teacher given
+``requires_grad=False``; it must predict the student's classes, checked once here when it is
+built (it is built for the student's class count, so its weights must have that shape; the loss
+does not check again). A non-spiking teacher given
 event frames ``[T, N, C, H, W]`` sees their time average.
 
 Two-stage training (ReActNet): stage 1 trains real weights (``model.binary: false``), stage 2

@@ -2,7 +2,7 @@
 
 A recipe is a mapping with the top-level keys of :class:`Recipe` (``T``, ``seed``,
 ``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``, ``teacher``,
-``continual``; every key
+``ide``, ``spide``, ``opzo``, ``continual``; every key
 has a default, so a recipe only states what differs. ``--set key.sub=value`` overrides any key
 (the value is parsed as YAML: ``--set T=2``, ``--set neuron.v_reset=null``).
 
@@ -29,11 +29,13 @@ from ..errors import UserError, closest
 from ..layers.binarize import SCALINGS
 from ..neuron.nodes import BACKENDS
 from ..neuron.registry import resolve_preset
+from .continual_sections import ContinualConfig, continual_checks
+from .method_sections import IDEConfig, OPZOConfig, SPIDEConfig
 
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | cifar100 | imagenet | cifar10dvs
+    name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | cifar100 | imagenet | cifar10dvs | nmnist | dvs128_gesture
     root: Optional[str] = None  # data-set folder; digits needs none (fashion_mnist: Debian's)
     download: bool = False  # mnist, fashion_mnist, cifar10/100, cifar10dvs: fetch a missing data set (never otherwise)
     batch_size: int = 64  # per process (per GPU under torchrun)
@@ -42,9 +44,11 @@ class DataConfig:
     pin_memory: Optional[bool] = None  # null: pin when CUDA is available
     test_fraction: float = 0.25  # digits: fraction held out for test (stratified)
     split_seed: int = 0  # digits: the train/test split is fixed by this seed, not by `seed`
-    augment: bool = False  # digits: random +-1 pixel shifts; cifar10dvs: random flip + shift
-    input_size: Optional[int] = None  # image side; null: the data set's own (32, 224, 128)
-    # timm create_transform (cifar10/100, imagenet training); see timm.data.create_transform
+    augment: bool = False  # digits: random +-1 pixel shifts; cifar10dvs: random flip + shift;
+    # nmnist, dvs128_gesture: random shift (no flip); mnist, fashion_mnist: timm create_transform
+    # from the pad ... re_prob keys below (training set)
+    input_size: Optional[int] = None  # image side; null: the data set's own (32, 224, 128, 34, 28)
+    # timm create_transform (cifar10/100, imagenet training; mnist, fashion_mnist with augment)
     pad: int = 0  # zero padding before the crop (cifar: 4 with scale/ratio 0.64/1 = RandomCrop)
     scale: Optional[list] = None  # RandomResizedCrop area range; null: timm's (0.08, 1)
     ratio: Optional[list] = None  # RandomResizedCrop aspect range; null: timm's (3/4, 4/3)
@@ -112,6 +116,8 @@ class OptimConfig:
     binary_weight_decay: float = 0.0  # latent weights of binary layers (BNN practice: 0)
     momentum: float = 0.9
     sched: str = "cosine"  # any timm scheduler name (create_scheduler_v2); none: constant lr
+    decay_milestones: Optional[list] = None  # multistep: epochs where lr *= decay_rate (null: timm's)
+    decay_rate: float = 0.1  # multistep / step: the factor at each milestone
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5
     min_lr: float = 0.0
@@ -123,11 +129,13 @@ class TrainConfig:
     label_smoothing: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # training method (sj_bwsnn.engine.methods): bptt | sltt | sltt_fused | sltt_k | ottt | dsr
+    # | ide | spide (feedback SNNs, model fsnn_*; options in the ide: / spide: sections) | opzo | dfa
     method: str = "bptt"
     k: int = 1  # sltt_k: time steps with backward per batch (1 <= k <= T)
-    online_update: bool = False  # ottt: an optimizer step per time step (OTTT_O)
+    online_update: bool = False  # ottt, opzo, dfa: an optimizer step per time step (OTTT_O)
     # where the loss sits: mean (on mean_t logits) | per_step ((1/T) sum_t loss(logits[t]));
-    # null: the method's own (bptt, dsr: mean; sltt, sltt_fused, sltt_k, ottt: per_step)
+    # null: the method's own (bptt, dsr, ide, spide: mean; sltt, sltt_fused, sltt_k, ottt, opzo,
+    # dfa: per_step)
     loss_on: Optional[str] = None
     mse_lambda: float = 0.0  # loss (1 - lambda) * CE + lambda * MSE(logits, target)
     mse_target: str = "one_hot"  # MSE target: one_hot (y) | ones (SLTT's CIFAR runs)
@@ -142,47 +150,6 @@ class TrainConfig:
 
 
 @dataclass
-class HLOPConfig:
-    """HLOP's lateral subspace neurons (``continual.protect: hlop``; :mod:`sj_bwsnn.continual.hlop`).
-    Layers are the model's conv / linear layers in module order (the task heads excepted under
-    ``protocol: split``)."""
-
-    # lateral neurons added per task: one entry per task (the last repeats); an entry is a list
-    # with one count per protected layer, or one count for all of them
-    neurons: list = field(default_factory=lambda: [20])
-    lr: list = field(default_factory=lambda: [0.01])  # Hebbian rate, one per layer or one for all
-    iterations: int = 5  # Hebbian updates per batch on the same activity
-    momentum: float = 0.9  # of the Hebbian update (0: none)
-    clip: float = 10.0  # each Hebbian update clamped to [-clip, clip]
-    lateral: str = "rate"  # rate | spiking (lateral outputs quantised to spike counts)
-    spiking_scale: float = 20.0  # spiking: outputs clamped to [-scale, scale]
-    spiking_timesteps: int = 1000  # spiking: time steps of the lateral neurons
-    proj_type: str = "input"  # input: project each presynaptic activity/trace | weight: the gradient
-    hebbian_input: str = "rate"  # rate: (weighted) firing rate per sample | steps: every time step
-    start_epoch: int = 0  # epochs of each task before the Hebbian updates start
-
-
-@dataclass
-class ContinualConfig:
-    """A sequence of tasks instead of one training run (:mod:`sj_bwsnn.continual`); off while
-    ``protocol`` is null."""
-
-    protocol: Optional[str] = None  # null: an ordinary run | permuted | split
-    tasks: int = 10
-    classes_per_task: Optional[int] = None  # split: null = classes // tasks
-    epochs_per_task: int = 1
-    protect: str = "hlop"  # hlop | none | joint (all tasks at once: the upper bound)
-    task_seed: int = 0  # the permutations / class order depend on this, not on `seed`
-    shuffle_classes: bool = False  # split: class order drawn with task_seed (false: 0, 1, 2...)
-    image_size: Optional[int] = None  # resize images (bilinear) before permuting; null: as is
-    freeze_1d: bool = True  # from task 2 on train only >= 2-D weights, BatchNorm in eval mode
-    replay: int = 0  # samples kept per class of each task for replay after each task (0: off)
-    replay_epochs: int = 1
-    replay_lr: Optional[float] = None  # null: optim.lr
-    hlop: HLOPConfig = field(default_factory=HLOPConfig)
-
-
-@dataclass
 class Recipe:
     T: int = 4
     seed: int = 0
@@ -193,6 +160,9 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    ide: IDEConfig = field(default_factory=IDEConfig)
+    spide: SPIDEConfig = field(default_factory=SPIDEConfig)
+    opzo: OPZOConfig = field(default_factory=OPZOConfig)
     continual: ContinualConfig = field(default_factory=ContinualConfig)
 
     def to_dict(self) -> dict:
@@ -267,7 +237,14 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _check_ranges(r: Recipe) -> None:
+# The checks that building the network needs (``recipe_from_dict(..., network_only=True)``): the
+# analysis and export commands rebuild a trained model and skip the training-only rules (method /
+# neuron pairings, loss placement, optimiser ...), which may have changed since it was trained.
+NETWORK_CHECKS = frozenset({"T", "model.scaling", "neuron.tau", "neuron.v_threshold",
+                            "neuron.alpha", "neuron.backend", "data.input_size"})
+
+
+def _check_ranges(r: Recipe, network_only: bool = False) -> None:
     checks = [
         (r.T >= 1, "T", "must be >= 1"),
         (r.data.batch_size >= 1, "data.batch_size", "must be >= 1"),
@@ -286,6 +263,11 @@ def _check_ranges(r: Recipe) -> None:
         (r.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
         (r.optim.binary_weight_decay >= 0, "optim.binary_weight_decay", "must be >= 0"),
         (r.optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0"),
+        (r.optim.decay_milestones is None or (
+            all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                for v in r.optim.decay_milestones)), "optim.decay_milestones",
+         "must be a list of epochs (integers >= 1) or null"),
+        (0 < r.optim.decay_rate <= 1, "optim.decay_rate", "must lie in (0, 1]"),
         (r.train.epochs >= 1, "train.epochs", "must be >= 1"),
         (0.0 <= r.train.label_smoothing < 1.0, "train.label_smoothing", "must lie in [0, 1)"),
         (r.train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0: epoch ends only)"),
@@ -319,50 +301,51 @@ def _check_ranges(r: Recipe) -> None:
         (r.teacher.tau > 0, "teacher.tau", "must be > 0"),
         (0.0 <= r.teacher.weight <= 1.0, "teacher.weight", "must lie in [0, 1]"),
         (r.teacher.T is None or r.teacher.T >= 1, "teacher.T", "must be >= 1"),
-        *_continual_checks(r.continual),
+        (r.ide.iters >= 1, "ide.iters", "must be >= 1"),
+        (r.ide.tol > 0, "ide.tol", "must be > 0"),
+        (r.spide.steps >= 1, "spide.steps", "must be >= 1"),
+        (r.spide.vth_back > 0, "spide.vth_back", "must be > 0"),
+        (r.spide.grad_scale > 0, "spide.grad_scale", "must be > 0"),
+        (r.opzo.noise_scale > 0, "opzo.noise_scale", "must be > 0"),
+        (0.0 <= r.opzo.momentum < 1.0, "opzo.momentum", "must lie in [0, 1)"),
+        (r.opzo.noise in ("gaussian", "rademacher", "sphere"), "opzo.noise",
+         "must be gaussian, rademacher or sphere"),
+        (r.opzo.samples >= 1, "opzo.samples", "must be >= 1"),
+        (r.opzo.trace_decay is None or 0.0 <= r.opzo.trace_decay <= 1.0, "opzo.trace_decay",
+         "must lie in [0, 1] or be null"),
+        *continual_checks(r.continual),
     ]
     for ok, key, why in checks:
-        if not ok:
+        if not ok and (key in NETWORK_CHECKS or not network_only):
             raise UserError(f"recipe key '{key}' {why}")
-
-
-def _continual_checks(c: ContinualConfig) -> list:
-    h = c.hlop
-    counts = [n for entry in h.neurons for n in (entry if isinstance(entry, list) else [entry])]
-    return [
-        (c.protocol in (None, "permuted", "split"), "continual.protocol",
-         "must be permuted, split or null (an ordinary run)"),
-        (c.tasks >= 1, "continual.tasks", "must be >= 1"),
-        (c.classes_per_task is None or c.classes_per_task >= 2, "continual.classes_per_task",
-         "must be >= 2 or null"),
-        (c.epochs_per_task >= 1, "continual.epochs_per_task", "must be >= 1"),
-        (c.image_size is None or c.image_size >= 1, "continual.image_size", "must be >= 1"),
-        (c.replay >= 0, "continual.replay", "must be >= 0 (samples per class; 0: off)"),
-        (c.replay_epochs >= 1, "continual.replay_epochs", "must be >= 1"),
-        (c.replay_lr is None or c.replay_lr > 0, "continual.replay_lr", "must be > 0 or null"),
-        (len(h.neurons) >= 1 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                                     for n in counts), "continual.hlop.neurons",
-         "must be a list of counts >= 0, one entry per task, each a count or a list of counts "
-         "per layer (e.g. [[80, 200, 100], 70])"),
-        (len(h.lr) >= 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-                                for v in h.lr), "continual.hlop.lr",
-         "must be a list of rates > 0 (one for all layers or one per layer)"),
-        (h.iterations >= 1, "continual.hlop.iterations", "must be >= 1"),
-        (0.0 <= h.momentum < 1.0, "continual.hlop.momentum", "must lie in [0, 1)"),
-        (h.clip > 0, "continual.hlop.clip", "must be > 0"),
-        (h.lateral in ("rate", "spiking"), "continual.hlop.lateral", "must be rate or spiking"),
-        (h.spiking_scale > 0, "continual.hlop.spiking_scale", "must be > 0"),
-        (h.spiking_timesteps >= 1, "continual.hlop.spiking_timesteps", "must be >= 1"),
-        (h.proj_type in ("input", "weight"), "continual.hlop.proj_type", "must be input or weight"),
-        (h.hebbian_input in ("rate", "steps"), "continual.hlop.hebbian_input",
-         "must be rate or steps"),
-        (h.start_epoch >= 0, "continual.hlop.start_epoch", "must be >= 0"),
-    ]
 
 
 def _pair(v) -> bool:
     return (isinstance(v, list) and len(v) == 2
             and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in v))
+
+
+# Keys that name or describe a recipe's settings without being settings: two recipes that differ
+# only here describe the same run (``neuron.preset`` is already resolved into the neuron keys).
+LABEL_KEYS = frozenset({"description", "neuron.preset"})
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}`` (``kwargs`` mappings stay whole values)."""
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v and k != "kwargs":
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def setting_differences(a: Recipe, b: Recipe) -> dict[str, tuple[Any, Any]]:
+    """``{key: (value in a, value in b)}`` for every flattened key whose value differs, in
+    ``a``'s key order, leaving out :data:`LABEL_KEYS`."""
+    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
+    return {k: (v, fb.get(k)) for k, v in fa.items() if k not in LABEL_KEYS and v != fb.get(k)}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -406,24 +389,46 @@ def read_yaml(path: Path) -> dict:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"recipe {path}{where}: invalid YAML: {problem}") from None
-    if tree is None:
-        tree = {}
+    if tree is None:  # an empty file, or comments only; `{}` asks for the defaults on purpose
+        raise UserError(f"recipe {path} is empty (no keys); start from a bundled recipe "
+                        f"(`sj-bwsnn recipes` lists them), or write {{}} for all defaults")
     if not isinstance(tree, dict):
         raise UserError(f"recipe {path} must be a YAML mapping of keys, got {type(tree).__name__}")
     return tree
 
 
-def recipe_from_dict(tree: dict) -> Recipe:
-    """Validate a plain mapping (e.g. one stored in a checkpoint) into a :class:`Recipe`."""
+def recipe_from_dict(tree: dict, network_only: bool = False) -> Recipe:
+    """Validate a plain mapping (e.g. one stored in a checkpoint) into a :class:`Recipe`;
+    ``network_only``: check only what building the network needs (:data:`NETWORK_CHECKS`), to
+    rebuild a trained model whatever training rules have changed since."""
     recipe = _build(Recipe, tree, "")
-    _check_ranges(recipe)
+    _check_ranges(recipe, network_only)
     return recipe
 
 
+def _yield_to_new_preset(tree: dict, overrides: list[tuple[list[str], Any]]) -> None:
+    """``--set neuron.preset=NAME`` naming another preset than the file's: drop from the file's
+    ``neuron`` section the keys NAME defines, unless ``--set`` names them too, so NAME's values
+    apply. A run's ``recipe.yaml`` holds its preset's resolved values, which would otherwise win
+    over the new preset while the file records its name."""
+    new = [v for p, v in overrides if p == ["neuron", "preset"]]
+    section = tree.get("neuron")
+    if not new or not isinstance(new[-1], str) or not isinstance(section, dict):
+        return
+    if section.get("preset") == new[-1]:
+        return  # the same preset: nothing to give way to
+    named = {p[1] for p, _ in overrides if len(p) == 2 and p[0] == "neuron"}
+    for key in resolve_preset(new[-1]):
+        if key not in named:
+            section.pop(key, None)
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read, override and validate a recipe file."""
+    """Read, override and validate a recipe file. ``--set neuron.preset=NAME`` replaces the
+    file's values of the keys preset NAME defines (see :func:`_yield_to_new_preset`)."""
     tree = read_yaml(Path(path))
-    for text in overrides:
-        key_path, value = parse_override(text)
+    parsed = [parse_override(text) for text in overrides]
+    _yield_to_new_preset(tree, parsed)
+    for key_path, value in parsed:
         apply_override(tree, key_path, value)
     return recipe_from_dict(tree)

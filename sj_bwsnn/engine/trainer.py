@@ -7,7 +7,8 @@ clipping), teacher (:mod:`.distill`), method and objective from a :class:`Recipe
 trains, evaluates, appends to ``OUT/metrics.json``, logs TensorBoard scalars and saves
 ``OUT/last.pt`` (and ``OUT/best.pt`` when test accuracy improves), every file written
 atomically; ``OUT/curves.png`` at the end. ``--resume`` restores model, optimizer, schedule,
-grad scaler, EMA, metrics and RNG states (every rank's under torchrun), so a resumed run continues
+grad scaler, EMA, the method's own state (``method.state_dict()`` where it has one: the feedback
+matrices of ``opzo``/``dfa``), metrics and RNG states (every rank's under torchrun), so a resumed run continues
 exactly (bitwise on CPU with ``train.deterministic``). Under torchrun every method trains on the ranks' mean gradient
 (:func:`.distributed.data_parallel`: DDP for ``bptt``/``dsr``, a gradient all-reduce in
 ``Precision.step`` for the step-wise methods), buffers are broadcast from rank 0 before each
@@ -45,12 +46,14 @@ from .distill import build_teacher, init_from_checkpoint
 from .methods import build_method
 from .objectives import build_objective
 from .precision import Precision
-from .recipe import Recipe, recipe_from_dict
+from .recipe import Recipe, recipe_from_dict, setting_differences
 from .runlog import TensorBoard, plot_curves, progress
 
 __all__ = ["Trainer", "build_model", "param_groups", "pick_device", "seed_everything"]
 
 SYNC_EVERY = 20  # steps between host syncs for the progress bar and the finite-loss check
+_EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_loss_ema",
+               "test_acc_ema", "lr", "time_s")  # the rest of a row is the method's epoch_stats
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -72,17 +75,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float, binary_weight_deca
         groups[key].append(p)
     decay = {"binary": binary_weight_decay, "decay": weight_decay, "no_decay": 0.0}
     return [{"params": ps, "weight_decay": decay[k]} for k, ps in groups.items() if ps]
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``."""
-    flat = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v and k != "kwargs":
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -171,10 +163,12 @@ class Trainer:
             raise UserError(f"optim.name: {o.name!r} is not a timm optimizer ({e})") from None
         self.scheduler = None
         if o.sched != "none":
+            extra = {"decay_milestones": o.decay_milestones} if o.decay_milestones else {}
             try:
                 self.scheduler, _ = create_scheduler_v2(
                     self.optimizer, sched=o.sched, num_epochs=self.recipe.train.epochs,
-                    warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr, min_lr=o.min_lr)
+                    warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr, min_lr=o.min_lr,
+                    decay_rate=o.decay_rate, **extra)
             except (ValueError, AssertionError) as e:
                 raise UserError(f"optim.sched: {o.sched!r} is not usable ({e})") from None
             if self.scheduler is None:
@@ -211,15 +205,16 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.precision.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
+            # a method's own state (opzo/dfa feedback matrices); None for stateless methods
+            "method": self.method.state_dict() if hasattr(self.method, "state_dict") else None,
             "metrics": self.metrics, "best_acc": self.best_acc,
             "rng": self._rng_state(), "rng_ranks": rng_ranks,
         }
 
     def load_state(self, ckpt: dict, path: Path) -> None:
-        saved = _flatten(recipe_from_dict(ckpt["recipe"]).to_dict())
-        now = _flatten(self.recipe.to_dict())
-        saved["train.epochs"] = now["train.epochs"]  # extending a run is allowed
-        diff = [k for k in now if saved.get(k) != now[k]]
+        diff = setting_differences(self.recipe, recipe_from_dict(ckpt["recipe"]))
+        diff.pop("train.epochs", None)  # extending a run is allowed
+        diff = list(diff)
         if diff:
             raise UserError(f"--resume: the recipe differs from the one {path} was trained with "
                             f"(first difference: {diff[0]}); resume with the same recipe and --set")
@@ -230,6 +225,8 @@ class Trainer:
         self.precision.load_state_dict(ckpt.get("scaler") or {})
         if self.ema and ckpt.get("ema"):
             self.ema.load_state_dict(ckpt["ema"])
+        if ckpt.get("method") is not None and hasattr(self.method, "load_state_dict"):
+            self.method.load_state_dict(ckpt["method"])
         self.epoch, self.metrics, self.best_acc = ckpt["epoch"], ckpt["metrics"], ckpt["best_acc"]
         self.step = ckpt.get("step", 0)
         self.batch_in_epoch = ckpt.get("batch_in_epoch", 0)
@@ -316,7 +313,19 @@ class Trainer:
                     raise TrainingInterrupted(self.epoch, i, total)
         self.batch_in_epoch, self._partial = 0, (0.0, 0, 0)
         loss_total, right, n = distributed.all_sum([loss_sum.item(), correct.item(), seen], dev)
-        return {"train_loss": loss_total / max(n, 1), "train_acc": right / max(n, 1)}
+        return {"train_loss": loss_total / max(n, 1), "train_acc": right / max(n, 1),
+                **self._method_stats()}
+
+    def _method_stats(self) -> dict:
+        """The method's own diagnostics for the epoch (``epoch_stats() -> {key: (sum, count)}``,
+        e.g. IDE's solver residual), summed over ranks; absent for methods without them. After a
+        mid-epoch resume they cover the batches trained since."""
+        stats = self.method.epoch_stats() if hasattr(self.method, "epoch_stats") else {}
+        keys = sorted(stats)
+        if not keys:
+            return {}
+        flat = distributed.all_sum([float(v) for k in keys for v in stats[k]], self.device)
+        return {k: flat[2 * i] / flat[2 * i + 1] for i, k in enumerate(keys) if flat[2 * i + 1]}
 
     def _check_finite(self, first_bad: int) -> None:
         if first_bad:
@@ -422,7 +431,8 @@ class Trainer:
     @staticmethod
     def _print(row: dict, epochs: int) -> None:
         ema = f" test_acc_ema={row['test_acc_ema']:.4f}" if "test_acc_ema" in row else ""
+        extra = "".join(f" {k}={v:.3g}" for k, v in row.items() if k not in _EPOCH_KEYS)
         print(f"epoch {row['epoch']:>3}/{epochs}  train_loss={row['train_loss']:.4f} "
               f"train_acc={row['train_acc']:.4f}  test_loss={row['test_loss']:.4f} "
-              f"test_acc={row['test_acc']:.4f}{ema}  lr={row['lr']:.2e}  {row['time_s']:.1f}s",
-              flush=True)
+              f"test_acc={row['test_acc']:.4f}{ema}  lr={row['lr']:.2e}  {row['time_s']:.1f}s"
+              f"{' ' + extra if extra else ''}", flush=True)

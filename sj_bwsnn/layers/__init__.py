@@ -6,13 +6,13 @@ SpikingJelly network; both accept ``step_mode='s'|'m'``. Multi-step modules take
 """
 
 from .binarize import SCALINGS, WeightBinarizer, binarize_weight, binary_sign
-from .binary import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear
+from .binary import BinaryConv1d, BinaryConv2d, BinaryConvTranspose2d, BinaryLayer, BinaryLinear
 from .blocks import Downsample, MultiShortcutBasicBlock, SpikingConvUnit, make_conv
 from .shape import check_model_input, check_seq
 
 __all__ = [
     "SCALINGS", "WeightBinarizer", "binarize_weight", "binary_sign",
-    "BinaryConv1d", "BinaryConv2d", "BinaryLayer", "BinaryLinear",
+    "BinaryConv1d", "BinaryConv2d", "BinaryConvTranspose2d", "BinaryLayer", "BinaryLinear",
     "Downsample", "MultiShortcutBasicBlock", "SpikingConvUnit", "make_conv",
     "check_model_input", "check_seq",
 ]

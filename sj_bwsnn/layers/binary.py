@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 
-from ..errors import ShapeError
 from .binarize import WeightBinarizer
-from .shape import check_seq
+from .shape import check_seq, check_seq_features
 
 
 class BinaryLayer:
@@ -81,6 +80,31 @@ class BinaryConv1d(_BinaryConvNd, layer.Conv1d):
     _seq_dims, _seq_layout = 4, "[T, N, C, L]"
 
 
+class BinaryConvTranspose2d(BinaryLayer, layer.ConvTranspose2d):
+    """Transposed 2-D convolution with 1-bit weights (the feedback connection of IDE/SPIDE's
+    AlexNet-F); SpikingJelly step modes. Arguments as ``layer.ConvTranspose2d`` (default
+    ``bias=False``) plus ``scaling`` and ``detach_alpha``. The weight is ``[C_in, C_out, k, k]``, so
+    ``scaling='channel'`` gives one ``alpha`` per *input* channel (the binarizer scales dim 0)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = False, dilation=1,
+                 padding_mode: str = "zeros", step_mode: str = "s", scaling: str = "channel",
+                 detach_alpha: bool = True):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding,
+                         groups, bias, dilation, padding_mode, step_mode)
+        self.binarizer = WeightBinarizer(scaling, detach_alpha)
+
+    def _forward_op(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(x, self.binarized_weight(), self.bias, self.stride, self.padding,
+                                  self.output_padding, self.groups, self.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step_mode == "s":
+            return self._forward_op(x)
+        check_seq(x, "BinaryConvTranspose2d in step_mode='m'", self.in_channels)
+        return functional.seq_to_ann_forward(x, self._forward_op)
+
+
 class BinaryLinear(BinaryLayer, layer.Linear):
     """Fully connected layer with 1-bit weights ``alpha * sign(w)``; SpikingJelly step modes.
 
@@ -98,9 +122,6 @@ class BinaryLinear(BinaryLayer, layer.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Linear works on any leading shape, so [T, N, ..., F] needs no flattening in 'm'.
-        if self.step_mode == "m" and x.dim() < 3:
-            raise ShapeError(
-                f"BinaryLinear in step_mode='m' expects [T, N, ..., {self.in_features}], "
-                f"got shape {tuple(x.shape)}"
-            )
+        if self.step_mode == "m":
+            check_seq_features(x, "BinaryLinear in step_mode='m'", self.in_features)
         return self._forward_op(x)

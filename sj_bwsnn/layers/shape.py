@@ -40,6 +40,8 @@ def check_seq(x: torch.Tensor, owner: str, channels: int | None = None, rank: in
     :param owner: the module's name for the message, e.g. ``'SpikingConvUnit'``.
     :param layout: the expected layout as written in the message.
     """
+    if isinstance(x, torch.fx.Proxy):
+        return  # symbolic tracing (NIR export, fx passes): no concrete shape to check
     if x.dim() != rank:
         hint = ""
         if x.dim() == rank - 1:
@@ -55,6 +57,21 @@ def check_seq(x: torch.Tensor, owner: str, channels: int | None = None, rank: in
                          f"{_shape(x)}{hint}")
 
 
+def check_seq_features(x: torch.Tensor, owner: str, features: int) -> None:
+    """Raise :class:`~sj_bwsnn.errors.ShapeError` unless ``x`` is a multi-step input of a linear
+    layer: ``[T, N, ..., features]`` (time first, at least 3-D, ``features`` last)."""
+    if isinstance(x, torch.fx.Proxy):
+        return  # symbolic tracing (NIR export, fx passes): no concrete shape to check
+    layout = f"[T, N, ..., {features}]"
+    if x.dim() < 3:
+        hint = ("; it has no time dimension: add one with x.unsqueeze(0) (one step)"
+                if x.dim() == 2 else "")
+        raise ShapeError(f"{owner} expects a multi-step {layout} input (time first), got "
+                         f"{_shape(x)}{hint}")
+    if x.shape[-1] != features:
+        raise ShapeError(f"{owner} expects {layout} with {features} features last, got {_shape(x)}")
+
+
 def check_model_input(x: torch.Tensor, owner: str, T: int, in_chans: int | None = None) -> None:
     """Raise :class:`~sj_bwsnn.errors.ShapeError` unless ``x`` is a static batch ``[N, C, H, W]``
     or time-first frames ``[T', N, C, H, W]`` (see the module docstring for what is detected).
@@ -62,6 +79,8 @@ def check_model_input(x: torch.Tensor, owner: str, T: int, in_chans: int | None 
     :param T: the model's time steps for static input (``model.T``).
     :param in_chans: the model's input channels, checked when given.
     """
+    if isinstance(x, torch.fx.Proxy):
+        return  # symbolic tracing (NIR export, fx passes): no concrete shape to check
     expected = f"[N, C, H, W] images or [T, N, C, H, W] frames (time first, T={T})"
     if x.dim() not in (4, 5):
         hint = "; a single image needs a batch dimension: x.unsqueeze(0)" if x.dim() == 3 else ""

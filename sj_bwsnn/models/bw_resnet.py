@@ -38,8 +38,9 @@ Input: a static image batch ``[N, C, H, W]`` or time-first event frames ``[T', N
 ``[N, num_classes]``; ``forward_seq`` the per-step logits ``[T, N, num_classes]``.
 
 Registered names: ``bw_resnet18``, ``bw_resnet34`` (``stem='imagenet'`` default: 7x7 conv +
-max-pool; ``stem='cifar'``: 3x3/1 conv for 32x32 inputs) and ``bw_resnet_tiny`` (8x8 inputs such
-as scikit-learn's digits). After ``import sj_bwsnn``,
+max-pool; ``stem='cifar'``: 3x3/1 conv for 32x32 inputs), ``bw_resnet_small`` (28x28 grey images
+such as (Fashion-)MNIST, sized for 2 CPU cores) and ``bw_resnet_tiny`` (8x8 inputs such as
+scikit-learn's digits). After ``import sj_bwsnn``,
 ``timm.create_model('bw_resnet18', num_classes=10, T=2)`` works.
 
 Options (``model.kwargs`` in a recipe):
@@ -142,7 +143,10 @@ class BWResNet(SpikingClassifier):
         check_model_input(x, type(self).__name__, self.T, self.in_chans)
         if x.dim() == 4:  # static image: the stem sees identical input at every step, run it once
             y = self.stem(x)
-            return y.unsqueeze(0).repeat(self.T, *([1] * y.dim()))
+            # T copies stacked over the batch dim, then split off as [T, N, ...]: cat keeps y's memory
+            # format (a channels_last stem output stays channels_last at every step, as the neurons
+            # and convs want it), which unsqueeze(0).repeat(T, ...) would turn into NCHW
+            return torch.cat([y] * self.T).view(self.T, *y.shape)
         return functional.seq_to_ann_forward(x, self.stem)  # [T', N, C, H, W] frames
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,6 +171,12 @@ class BWResNet(SpikingClassifier):
 
     def get_classifier(self) -> nn.Module:
         return self.fc
+
+    def feedback_points(self) -> list[nn.Module]:
+        """Where direct-feedback methods (``opzo``, ``dfa``) cut the net: the stem and every
+        multi-shortcut unit. Each unit's output is the residual stream, so cutting there leaves
+        no path around a cut: a unit (SN -> conv -> BN plus its shortcut) is one layer."""
+        return [self.stem, *(unit for block in self.blocks for unit in block)]
 
 
 def _stem(kind: str, norm: str, in_chans: int, width: int) -> nn.Sequential:
@@ -205,3 +215,11 @@ def bw_resnet_tiny(pretrained: bool = False, **kwargs) -> BWResNet:
     """A small BW-ResNet for 8x8 inputs (digits): 3x3 stem, 3 blocks of 32/64/128 channels."""
     kwargs.setdefault("in_chans", 1)
     return _create((1, 1, 1), (32, 64, 128), "cifar", pretrained, **kwargs)
+
+
+@register_model
+def bw_resnet_small(pretrained: bool = False, **kwargs) -> BWResNet:
+    """A small BW-ResNet for 28x28 grey images ((Fashion-)MNIST) on a few CPU cores: 3x3 stem,
+    4 blocks of 16/32/64/128 channels at 28/14/7/4 pixels (8 binary 3x3 convs)."""
+    kwargs.setdefault("in_chans", 1)
+    return _create((1, 1, 1, 1), (16, 32, 64, 128), "cifar", pretrained, **kwargs)

@@ -45,8 +45,15 @@ def _check_backend(backend: str) -> str:
 _CUPY_OK: bool | None = None
 
 
+@torch.compiler.assume_constant_result
 def _cupy_available() -> bool:
-    """Whether CuPy imports (probed once per process; a failed import is slow to repeat)."""
+    """Whether CuPy imports (probed once per process; a failed import is slow to repeat).
+
+    Probed eagerly: when a node with backend ``auto`` / ``cupy`` is built on a machine with CUDA, and
+    by :func:`check_backend_available`. Traced code (``torch.compile``) then only reads the cached
+    answer; were the first probe to happen while tracing, the decorator makes Dynamo run it as plain
+    Python and use its result as a constant, instead of tracing an import that can fail
+    (``Unsupported: Import failure`` under ``fullgraph=True`` on a CUDA machine without CuPy)."""
     global _CUPY_OK
     if _CUPY_OK is None:
         try:
@@ -59,7 +66,10 @@ def _cupy_available() -> bool:
 
 
 def check_backend_available(backend: str, device: torch.device | str) -> None:
-    """Raise the one-line error ``backend='cupy'`` would give on ``device``, before any forward."""
+    """Raise the one-line error ``backend='cupy'`` would give on ``device``, before any forward (for
+    ``'auto'`` on CUDA: probe CuPy now, outside any traced code)."""
+    if backend == "auto" and torch.device(device).type == "cuda":
+        _cupy_available()
     if backend != "cupy":
         return
     if torch.device(device).type != "cuda":
@@ -84,26 +94,60 @@ class _BackendMixin:
         super().__init__(*args, **kwargs)
         self.backend = _check_backend(backend)
         self.temporal_grad = bool(temporal_grad)
+        if self.backend != "torch" and _CUPY_OK is None and torch.cuda.is_available():
+            _cupy_available()  # probe now, not in the first (possibly compiled) forward
 
-    def _dispatch(self, x: torch.Tensor):
-        """``('cupy', spec)`` or ``('torch', None)`` for a multi-step call on ``x``; ``spec`` is the
-        kernel's surrogate spec when the ``'auto'`` check already computed it (one check per call)."""
+    def reset(self):
+        """SpikingJelly's ``reset`` (each state back to its reset value, ``v_seq`` cleared), without its
+        per-attribute machinery when the reset values are numbers, as for LIF / IF (``reset_net``
+        runs this for every neuron of every training step)."""
+        memories = self._memories
+        for key, value in self._memories_rv.items():
+            if type(value) is not float and type(value) is not int:
+                return super().reset()
+            memories[key] = value
+        if self.__dict__.get("v_seq") is not None:
+            self.v_seq = None
+
+    def __getstate__(self):
+        """Copies and pickles leave out the cached kernel plan (rebuilt on the next call)."""
+        state = super().__getstate__()
+        if "_sjb_plan" in state:
+            state = {k: v for k, v in state.items() if k != "_sjb_plan"}
+        return state
+
+    def forward(self, *args, **kwargs):
+        """SpikingJelly's ``forward`` (single or multi-step by ``step_mode``), one call shorter."""
+        if self._step_mode == "m":
+            return self.multi_step_forward(*args, **kwargs)
+        return super().forward(*args, **kwargs)
+
+    def _dispatch(self, x: torch.Tensor) -> str:
+        """``'cupy'`` or ``'torch'`` for a multi-step call on ``x`` (the rules of the module docstring;
+        raises the one-line error when ``backend='cupy'`` cannot run here)."""
         backend = self.backend
         if backend == "auto":
-            if x.is_cuda and _cupy_available():
-                spec, _ = fused.kernel_spec(self, x)
-                if spec is not None:
-                    return "cupy", spec
-            return "torch", None
+            if x.is_cuda and _cupy_available() and fused.kernel_spec(self, x)[0] is not None:
+                return "cupy"
+            return "torch"
         if backend == "cupy":
             check_backend_available("cupy", x.device)
-            return "cupy", None  # configurations the kernel lacks are refused in fused.py
-        return "torch", None
+            return "cupy"  # a configuration the kernel lacks is refused in fused.py
+        return "torch"
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
-        backend, spec = self._dispatch(x_seq)
-        if backend == "cupy":
-            return fused.multi_step(self, x_seq, spec)
+        backend = self.backend
+        if backend == "torch" or (backend == "auto" and not x_seq.is_cuda):
+            return self._torch_multi_step(x_seq, *args, **kwargs)
+        if torch.compiler.is_compiling():  # the decision is traced; the kernels run in custom ops
+            if self._dispatch(x_seq) == "cupy":
+                return fused.multi_step(self, x_seq)
+            return self._torch_multi_step(x_seq, *args, **kwargs)
+        plan = fused.plan_for(self, x_seq)  # cached per node, rebuilt when an attribute changes
+        if plan.use_fused is None:  # decided (with the device check) once per plan
+            plan.use_fused = self._dispatch(x_seq) == "cupy"
+        if plan.use_fused:
+            return fused.run(self, x_seq, plan)
         return self._torch_multi_step(x_seq, *args, **kwargs)
 
     def _torch_multi_step_no_temporal(self, x_seq: torch.Tensor) -> torch.Tensor:
@@ -127,7 +171,7 @@ class _BackendMixin:
 
     def resolved_backend(self, x: torch.Tensor) -> str:
         """The backend a multi-step call on ``x`` uses."""
-        return self._dispatch(x)[0]
+        return self._dispatch(x)
 
     def extra_repr(self) -> str:
         extra = "" if self.temporal_grad else ", temporal_grad=False"

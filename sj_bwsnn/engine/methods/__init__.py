@@ -35,11 +35,24 @@ ottt       ``sltt`` plus presynaptic traces for the weight gradient         **pe
            (Xiao et al., NeurIPS 2022); ``online_update``: a step per t
 dsr        multi-step forward through DSR neurons, gradient of the         **mean**,   O(T)
            firing-rate representation (Meng et al., CVPR 2022)              per_step
+ide        feedback SNNs: T steps without graph, implicit gradient at the   **mean**    O(1)
+           equilibrium by Broyden (Xiao et al., NeurIPS 2021)
+spide      ``ide`` with the backward linear system solved by a spiking      **mean**    O(1)
+           network of ternary neurons (Xiao et al., Neural Networks 2023)
+opzo       no spatial backprop: one noisy forward per step, each layer      **per_step** O(1)
+           trained from ``M_l e`` with feedback ``M_l`` learned by momentum
+           (Xiao et al., ICLR 2026); OTTT traces, ``online_update`` too
+dfa        ``opzo``'s loop with fixed random feedback ``B_l``              **per_step** O(1)
+           (direct feedback alignment, Nøkland 2016)
 ========== ============================================================== =========== ======
 
 (bold: the default placement; a placement not listed is refused with one line.)
 
-Step-wise methods (``sltt``, ``sltt_k``, ``ottt``) call ``model.forward_seq(x_t)`` with a one-step
+``ide`` and ``spide`` train :class:`~sj_bwsnn.models.fsnn.FeedbackSNN` models only; they expose
+``epoch_stats()`` (solver residuals, backward spike rates), which the trainer adds to each epoch's
+metrics.
+
+Step-wise methods (``sltt``, ``sltt_k``, ``ottt``, ``opzo``, ``dfa``) call ``model.forward_seq(x_t)`` with a one-step
 input ``[1, N, ...]`` per time step (the image itself for static ``[N, C, H, W]`` input, T =
 ``model.T``; frame ``t`` for ``[T, N, C, H, W]`` input) and rely on neuron state persisting
 across calls until ``functional.reset_net``, as every SpikingJelly multi-step network does.
@@ -51,7 +64,11 @@ from ...errors import UserError, closest
 from ..objectives import sequence_loss
 from ..precision import Precision
 from .base import LossPlacement
+from .dfa import DFA
+from .ide import IDE
+from .spide import SPIDE
 from .stepwise import OTTT, SLTT, SLTTK, PerModel, SLTTFused, require_forward_seq
+from .opzo import OPZO, feedback_points
 from .traces import input_layers, presynaptic_traces, traced_layers
 
 
@@ -120,7 +137,7 @@ def _require_dsr_neurons(model) -> None:
 
 
 METHODS = {"bptt": BPTT, "sltt": SLTT, "sltt_fused": SLTTFused, "sltt_k": SLTTK, "ottt": OTTT,
-           "dsr": DSR}
+           "dsr": DSR, "ide": IDE, "spide": SPIDE, "opzo": OPZO, "dfa": DFA}
 
 
 def trace_decay_for(neuron_cfg) -> float:
@@ -130,8 +147,9 @@ def trace_decay_for(neuron_cfg) -> float:
 
 def build_method(spec):
     """The training method for a :class:`~sj_bwsnn.engine.recipe.Recipe` (its ``train.method``,
-    ``train.loss_on``, ``train.k``, ``train.online_update`` and the neuron's ``tau``) or for a
-    bare method name (default options)."""
+    ``train.loss_on``, ``train.k``, ``train.online_update``, the neuron's ``tau`` and the
+    ``ide`` / ``spide`` / ``opzo`` sections, ``seed`` for ``dfa``) or for a bare method name
+    (default options)."""
     name = spec if isinstance(spec, str) else spec.train.method
     if name not in METHODS:
         raise UserError(f"train.method: unknown method {name!r}{closest(name, METHODS)}; "
@@ -144,9 +162,23 @@ def build_method(spec):
         options["k"] = train.k
     if name == "ottt":
         options.update(trace_decay=trace_decay_for(spec.neuron), online_update=train.online_update)
+    if name == "ide":
+        options.update(iters=spec.ide.iters, tol=spec.ide.tol)
+    if name == "spide":
+        options.update(steps=spec.spide.steps, vth_back=spec.spide.vth_back,
+                       grad_scale=spec.spide.grad_scale)
+    if name in ("opzo", "dfa"):
+        o = spec.opzo
+        decay = trace_decay_for(spec.neuron) if o.trace_decay is None else o.trace_decay
+        options.update(trace_decay=decay, online_update=train.online_update)
+        if name == "dfa":
+            options["seed"] = spec.seed
+        else:
+            options.update(noise_scale=o.noise_scale, momentum=o.momentum, noise=o.noise,
+                           antithetic=o.antithetic, samples=o.samples)
     return METHODS[name](**options)
 
 
-__all__ = ["BPTT", "DSR", "LossPlacement", "METHODS", "OTTT", "SLTT", "SLTTFused", "SLTTK",
-           "build_method", "input_layers", "presynaptic_traces", "trace_decay_for",
-           "traced_layers"]
+__all__ = ["BPTT", "DFA", "DSR", "IDE", "LossPlacement", "METHODS", "OPZO", "OTTT", "SLTT",
+           "SLTTFused", "SLTTK", "SPIDE", "build_method", "feedback_points", "input_layers",
+           "presynaptic_traces", "trace_decay_for", "traced_layers"]

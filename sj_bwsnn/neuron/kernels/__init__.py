@@ -4,7 +4,13 @@
 stored). One module is compiled per :class:`KernelConfig` with ``-D`` defines and cached per device.
 :class:`CupyLauncher` launches them on PyTorch's current stream with raw ``data_ptr()`` integers:
 no DLPack exchange, no host synchronisation. :mod:`.host` builds the same source with g++ for the
-CPU tests and exposes the same ``forward`` / ``backward`` methods.
+CPU tests and exposes the same methods.
+
+A launcher has ``forward(cfg, ..., tau, v_th, v_reset)`` / ``backward(cfg, ..., alpha)`` taking every
+argument per call, and ``bind(cfg, device, tau, v_th, v_reset, alpha)``, which does the per-configuration
+work once (compiles the module, looks up the functions, packs the scalars, makes the device context)
+and returns kernels that take only what changes per call (:class:`BoundKernels`' signatures). The
+nodes call bound kernels; :func:`bind` wraps a launcher that has no ``bind`` (a test's stand-in).
 
 This module imports no CuPy at import time, so CPU-only installs can import the package.
 """
@@ -81,6 +87,35 @@ def current_stream_ptr(device: int) -> int:
     return torch._C._cuda_getCurrentRawStream(device)
 
 
+class BoundKernels:
+    """One configuration's kernels with its scalars bound, for any launcher (``launcher.forward`` and
+    ``launcher.backward`` called with the bound arguments added); the launchers' own ``bind`` returns
+    objects with these two methods that skip the per-call work."""
+
+    __slots__ = ("launcher", "cfg", "tau", "v_th", "v_reset", "alpha")
+
+    def __init__(self, launcher, cfg: KernelConfig, tau: float, v_th: float, v_reset: float, alpha: float):
+        self.launcher, self.cfg = launcher, cfg
+        self.tau, self.v_th, self.v_reset, self.alpha = tau, v_th, v_reset, alpha
+
+    def forward(self, x, v0, v_init, spike, m, v_last, v_seq):
+        self.launcher.forward(self.cfg, x, v0, v_init, spike, m, v_last, v_seq,
+                              self.tau, self.v_th, self.v_reset)
+
+    def backward(self, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0):
+        self.launcher.backward(self.cfg, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0,
+                               self.tau, self.v_th, self.v_reset, self.alpha)
+
+
+def bind(launcher, cfg: KernelConfig, device: Optional[int], tau: float, v_th: float, v_reset: float,
+         alpha: float):
+    """``launcher.bind(...)`` when it has one, else :class:`BoundKernels` around it."""
+    own = getattr(launcher, "bind", None)
+    if own is None:
+        return BoundKernels(launcher, cfg, tau, v_th, v_reset, alpha)
+    return own(cfg, device, tau, v_th, v_reset, alpha)
+
+
 class CupyLauncher:
     """Compiles (once per device and configuration) and launches the kernels with CuPy.
 
@@ -122,6 +157,10 @@ class CupyLauncher:
         with self._cupy.cuda.Device(device):
             fn(grid, (BLOCK,), args, 0, self._stream(device))
 
+    def bind(self, cfg: KernelConfig, device: int, tau: float, v_th: float, v_reset: float, alpha: float):
+        """:class:`_CupyBound` kernels (compiled now, outside any CUDA graph capture)."""
+        return _CupyBound(self, cfg, device, tau, v_th, v_reset, alpha)
+
     def forward(self, cfg, x, v0, v_init, spike, m, v_last, v_seq, tau, v_th, v_reset):
         P, L, D = self._np.uint64, self._np.int64, self._np.float64
         T = x.shape[0]
@@ -138,3 +177,40 @@ class CupyLauncher:
         args = (P(grad_spike.data_ptr()), P(_ptr(grad_v_seq)), P(_ptr(grad_v_last)), P(m.data_ptr()),
                 P(grad_x.data_ptr()), P(_ptr(grad_v0)), L(M), L(T), D(tau), D(v_th), D(v_reset), D(alpha))
         self._launch(1, cfg, m.device.index, M, args)
+
+
+class _CupyBound:
+    """:meth:`CupyLauncher.bind`'s kernels: functions, device context and packed scalars made once;
+    per call only the pointers, sizes, ``v_init`` and the current stream are read."""
+
+    def __init__(self, launcher: CupyLauncher, cfg: KernelConfig, device: int, tau: float, v_th: float,
+                 v_reset: float, alpha: float):
+        np = launcher._np
+        self._fwd, self._bwd = launcher._kernels(cfg, device)
+        self._context = launcher._cupy.cuda.Device(device)
+        self._stream, self._index = launcher._stream, device
+        self._P, self._L, self._D = np.uint64, np.int64, np.float64
+        D = np.float64
+        self._fwd_scalars = (D(tau), D(v_th), D(v_reset))
+        self._bwd_scalars = (D(tau), D(v_th), D(v_reset), D(alpha))
+
+    def _launch(self, fn, M: int, args: tuple):
+        grid = (min((M + BLOCK - 1) // BLOCK, 2**31 - 1),)
+        with self._context:
+            fn(grid, (BLOCK,), args, 0, self._stream(self._index))
+
+    def forward(self, x, v0, v_init, spike, m, v_last, v_seq):
+        P, L = self._P, self._L
+        T = x.shape[0]
+        M = x.numel() // T
+        self._launch(self._fwd, M, (P(x.data_ptr()), P(_ptr(v0)), P(spike.data_ptr()), P(_ptr(m)),
+                                    P(v_last.data_ptr()), P(_ptr(v_seq)), L(M), L(T), *self._fwd_scalars,
+                                    self._D(v_init)))
+
+    def backward(self, grad_spike, grad_v_seq, grad_v_last, m, grad_x, grad_v0):
+        P, L = self._P, self._L
+        T = m.shape[0]
+        M = m.numel() // T
+        self._launch(self._bwd, M, (P(grad_spike.data_ptr()), P(_ptr(grad_v_seq)), P(_ptr(grad_v_last)),
+                                    P(m.data_ptr()), P(grad_x.data_ptr()), P(_ptr(grad_v0)), L(M), L(T),
+                                    *self._bwd_scalars))

@@ -20,6 +20,7 @@
 // The forward saves M = H - V_th (not H) in the storage dtype: the backward needs only M, and the spike
 // S = (M >= 0) is recovered exactly from M's sign bit even after rounding to fp16 / bf16 (a tiny
 // negative M that underflows rounds to -0, whose sign bit still says "no spike").
+// In fp16, |M| > 65504 is stored as +-65504 (sjb_pack_m), never as inf.
 // Scalars arrive as double / long long so that plain Python floats / ints can be passed as kernel
 // arguments; they are rounded to fp32 once, as torch does for a Python scalar with an fp32 tensor.
 
@@ -61,6 +62,17 @@ __device__ __forceinline__ sjb_t sjb_pack(float f) {
 }
 #endif
 #endif
+
+// M = H - V_th as stored for backward. fp16 saturates at +-65504 instead of rounding to +-inf (NaN passes):
+// an inf M would give h = inf and, in a hard reset that is not detached, dV/dH = (V_reset - h) * sg(M) =
+// inf * 0 = NaN, where the limit is 0 for every surrogate (sg decays faster than 1/|M|). The saturated M
+// keeps its sign (the spike), and sg and (V_reset - h) * sg at +-65504 are ~0 as at the true M.
+__device__ __forceinline__ sjb_t sjb_pack_m(float m) {
+#if SJB_DTYPE == 1
+    m = m > 65504.0f ? 65504.0f : (m < -65504.0f ? -65504.0f : m);
+#endif
+    return sjb_pack(m);
+}
 
 // dS/dM of SpikingJelly's surrogates (same formulas as spikingjelly/_ops/surrogate.py).
 __device__ __forceinline__ float sjb_surrogate_grad(float m, float alpha) {
@@ -123,7 +135,7 @@ extern "C" __global__ void sjb_multistep_forward(
             v = s * v_reset + (1.0f - s) * h;
 #endif
             spike[i] = sjb_pack(s);
-            if (m_seq) m_seq[i] = sjb_pack(m);
+            if (m_seq) m_seq[i] = sjb_pack_m(m);
             if (v_seq) v_seq[i] = v;
         }
         v_last[n] = v;

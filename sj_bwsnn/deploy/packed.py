@@ -1,4 +1,4 @@
-"""1-bit packed export (``sj-bwsnn export``) and :func:`load_exported`.
+"""1-bit packed export (``sj-bwsnn export``, the default ``--format packed``) and :func:`load_exported`.
 
 The file is a ``torch.save`` of plain values and tensors only, so ``torch.load(weights_only=True)``
 reads it and no code is unpickled::
@@ -131,7 +131,7 @@ def load_exported(path: str | Path) -> nn.Module:
         raise UserError(f"{path} has export version {d.get('version')}; this sj_bwsnn reads "
                         f"version {VERSION}")
     info = d["info"]
-    model = build_model(recipe_from_dict(d["recipe"]),
+    model = build_model(recipe_from_dict(d["recipe"], network_only=True),
                         DataInfo(info["num_classes"], info["in_chans"], tuple(info["input_size"])))
     state = dict(d["tensors"])
     layers = dict(_binary_layers(model))
