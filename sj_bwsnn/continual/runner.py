@@ -292,7 +292,7 @@ class ContinualTrainer(Trainer):
 
     def _print(self, row: dict, epochs: int) -> None:
         print(f"task {row['task']:>2}/{self.cont.tasks} {row['stage']:<6} ", end="")
-        Trainer._print(row, epochs)
+        Trainer._print({k: v for k, v in row.items() if k not in ("task", "stage")}, epochs)
 
     def _save(self, improved: bool, rng_ranks=None) -> None:
         save_checkpoint(self.out / "last.pt", self.state(rng_ranks))
