@@ -130,6 +130,10 @@ def cmd_train(args) -> int:
         raise UserError(f"--stop-after must be an epoch number >= 1, got {args.stop_after}")
     path = find_recipe(args.recipe)
     recipe = load_recipe(path, args.set)
+    continual = recipe.continual.protocol is not None
+    if continual and args.stop_after is not None:
+        raise UserError("--stop-after applies to ordinary runs; stop a continual run with Ctrl-C "
+                        "(it saves its position) and continue it with --resume")
     out = Path(args.out) if args.out else Path("runs") / path.stem / time.strftime("%Y%m%d-%H%M%S")
     distributed.init_distributed(pick_device(recipe.train.device))
     main = distributed.world()[0] == 0
@@ -137,7 +141,12 @@ def cmd_train(args) -> int:
     created = _prepare_out(out, resuming) if main else []
     try:
         try:
-            trainer = Trainer(recipe, out)
+            if continual:
+                from .continual import ContinualTrainer
+
+                trainer = ContinualTrainer(recipe, out)
+            else:
+                trainer = Trainer(recipe, out)
         except BaseException:  # bad data, a bug, Ctrl-C while the data set loads
             _remove_if_empty(created)
             raise
@@ -147,7 +156,12 @@ def cmd_train(args) -> int:
                 raise UserError(f"--stop-after {args.stop_after}: {out / 'last.pt'} already "
                                 f"finished epoch {trainer.epoch}; give a later epoch, or leave "
                                 f"--stop-after out to run to train.epochs")
-            if main:
+            if main and continual:
+                done = min(trainer.stage, len(trainer.stages) - 1)
+                print(f"resuming {out} at task {trainer.stages[done].task + 1}/"
+                      f"{recipe.continual.tasks} ({trainer.stages[done].kind}) after epoch "
+                      f"{trainer.epoch}", flush=True)
+            elif main:
                 where = (f"in epoch {trainer.epoch + 1} after batch {trainer.batch_in_epoch}"
                          if trainer.batch_in_epoch else f"after epoch {trainer.epoch}")
                 print(f"resuming {out} {where}", flush=True)
@@ -160,12 +174,18 @@ def cmd_train(args) -> int:
         if main:
             ranks = f" x{trainer.world} ranks" if trainer.world > 1 else ""
             kd = f", distilling from {recipe.teacher.checkpoint}" if trainer.teacher else ""
+            c = recipe.continual
+            seq = (f", continual: {c.protocol} x{c.tasks} tasks, protect "
+                   f"{trainer.protect.describe()}" if continual else "")
             print(f"training {recipe.model.name} ({kind}) T={recipe.T} on {recipe.data.name} "
-                  f"[{trainer.device}{ranks}]{kd} -> {out}", flush=True)
+                  f"[{trainer.device}{ranks}]{kd}{seq} -> {out}", flush=True)
         resume = (f"sj-bwsnn train {args.recipe} --out {out} --resume"
                   + "".join(f" --set {s}" for s in args.set))
         try:
-            trainer.fit(until=args.stop_after)
+            if continual:
+                summary = trainer.run()
+            else:
+                trainer.fit(until=args.stop_after)
         except TrainingInterrupted as stop:
             print(f"{stop}; saved {out / 'last.pt'}. Resume with: {resume}", file=sys.stderr)
             return 130
@@ -173,7 +193,11 @@ def cmd_train(args) -> int:
             print(f"\naborted; {out / 'last.pt'} holds the last saved state. Resume with: {resume}",
                   file=sys.stderr)
             return 130
-        if main and trainer.epoch < recipe.train.epochs:
+        if main and continual:
+            acc, bwt = summary["acc"], summary["bwt"]
+            print(f"final ACC={acc:.4f}" + (f" BWT={bwt:+.4f}" if bwt is not None else ""))
+            print(f"saved {out / 'last.pt'}, {out / 'metrics.json'} and the matrix")
+        elif main and trainer.epoch < recipe.train.epochs:
             print(f"stopped after epoch {trainer.epoch} of {recipe.train.epochs} (--stop-after); "
                   f"continue with: {resume}")
         elif main:

@@ -123,6 +123,14 @@ def build_loaders(cfg: Any, seed: int, T: int = 4, rank: int = 0, world: int = 1
     train, test, info = build_datasets(cfg, T)
     train = _cap(train, cfg.max_train, cfg.split_seed)
     test = _cap(test, cfg.max_test, cfg.split_seed)
+    train_loader, test_loader = make_loaders(train, test, cfg, seed, rank, world, drop_last)
+    return train_loader, test_loader, info
+
+
+def make_loaders(train, test, cfg: Any, seed: int, rank: int = 0, world: int = 1,
+                 drop_last: bool = False) -> tuple[DataLoader, DataLoader]:
+    """The loaders of :func:`build_loaders` for given ``train`` / ``test`` datasets (the continual
+    runner builds one pair per task this way); ``cfg`` gives batch sizes, workers, pinning."""
     pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
     # no persistent workers: fresh workers each epoch draw their seeds from ``gen``, whose state
     # the checkpoint restores, so augmentation stays exactly resumable with num_workers > 0
@@ -135,4 +143,4 @@ def build_loaders(cfg: Any, seed: int, T: int = 4, rank: int = 0, world: int = 1
         test = Subset(test, range(rank, len(test), world))
     test_loader = DataLoader(test, batch_size=cfg.test_batch_size or cfg.batch_size,
                              shuffle=False, **common)
-    return train_loader, test_loader, info
+    return train_loader, test_loader

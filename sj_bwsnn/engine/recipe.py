@@ -2,7 +2,7 @@
 
 A recipe is a mapping with the top-level keys of :class:`Recipe` (``T``, ``seed``,
 ``description``) and the sections ``data``, ``model``, ``neuron``, ``optim``, ``train``, ``teacher``,
-``ide``, ``spide``, ``opzo``; every key
+``ide``, ``spide``, ``opzo``, ``continual``; every key
 has a default, so a recipe only states what differs. ``--set key.sub=value`` overrides any key
 (the value is parsed as YAML: ``--set T=2``, ``--set neuron.v_reset=null``).
 
@@ -30,6 +30,7 @@ from ..layers.binarize import SCALINGS
 from ..neuron.nodes import BACKENDS
 from ..neuron.registry import resolve_preset
 from .compile import MODES as COMPILE_MODES
+from .continual_sections import ContinualConfig, continual_checks
 from .method_sections import IDEConfig, OPZOConfig, SPIDEConfig
 
 
@@ -167,6 +168,7 @@ class Recipe:
     ide: IDEConfig = field(default_factory=IDEConfig)
     spide: SPIDEConfig = field(default_factory=SPIDEConfig)
     opzo: OPZOConfig = field(default_factory=OPZOConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -320,6 +322,7 @@ def _check_ranges(r: Recipe, network_only: bool = False) -> None:
         (r.opzo.samples >= 1, "opzo.samples", "must be >= 1"),
         (r.opzo.trace_decay is None or 0.0 <= r.opzo.trace_decay <= 1.0, "opzo.trace_decay",
          "must lie in [0, 1] or be null"),
+        *continual_checks(r.continual),
     ]
     for ok, key, why in checks:
         if not ok and (key in NETWORK_CHECKS or not network_only):

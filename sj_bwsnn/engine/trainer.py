@@ -116,9 +116,7 @@ class Trainer:
         self.is_main = self.rank == 0
         seed_everything(recipe.seed + self.rank, t.deterministic)
         self.method = build_method(recipe)  # first: its refusals (train.compile) before any data
-        self.train_loader, self.test_loader, self.info = build_loaders(
-            recipe.data, recipe.seed, recipe.T, self.rank, self.world,
-            drop_last=recipe.data.mixup > 0 or recipe.data.cutmix > 0)
+        self.train_loader, self.test_loader, self.info = self.build_data()
         self.mixup = _build_mixup(recipe, self.info.num_classes)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model = build_model(recipe, self.info)
@@ -151,6 +149,17 @@ class Trainer:
         self._stop_requested = False  # set by SIGINT: save after this step and stop
         self.metrics: list[dict] = []
         self.best_acc = -1.0
+
+    def build_data(self):
+        """``(train_loader, test_loader, DataInfo)`` of the run, from ``recipe.data``.
+
+        The one data hook: a subclass that trains on other data overrides it (the continual
+        runner, :mod:`sj_bwsnn.continual`, returns its first task's loaders and later assigns
+        ``train_loader`` / ``test_loader`` per task).
+        """
+        r = self.recipe
+        return build_loaders(r.data, r.seed, r.T, self.rank, self.world,
+                             drop_last=r.data.mixup > 0 or r.data.cutmix > 0)
 
     def _build_optim(self) -> None:
         o = self.recipe.optim
