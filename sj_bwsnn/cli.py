@@ -70,61 +70,13 @@ def list_recipes() -> list[tuple[str, str]]:
     return [(k, v[0] if v else "") for k, v in sorted(seen.items())]
 
 
-def _prepare_out(out: Path, resume: bool) -> list[Path]:
-    """Create OUT (or check it for --resume); refuse to overwrite an earlier run. Returns the
-    folders it created, deepest first, for :func:`_remove_if_empty`."""
-    last = out / "last.pt"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder for the run")
-    if resume:
-        if not last.is_file():
-            raise UserError(f"--resume: no checkpoint at {last}; start without --resume "
-                            f"(--resume auto starts a run that has none)")
-        return []
-    if last.exists():
-        raise UserError(f"{out} already holds a run ({last}); pass --resume to continue it "
-                        f"or choose another --out")
-    created = [d for d in [out, *out.parents] if not d.exists()]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        _remove_if_empty(created)
-        raise UserError(f"output directory {out} is not writable ({e.strerror})") from None
-    return created
-
-
-def _remove_if_empty(folders: list[Path]) -> None:
-    """A run that never started leaves nothing behind: remove these folders (deepest first)
-    while they are empty."""
-    for d in folders:
-        try:
-            d.rmdir()
-        except OSError:
-            return
-
-
-def _resume_decision(out: Path, resume) -> bool:
-    """Whether this run resumes ``OUT/last.pt``: ``--resume`` always, ``--resume auto`` when the
-    file exists (rank 0 looks; every rank takes its answer, so no rank resumes alone)."""
-    if resume != "auto":
-        return bool(resume)
-    import torch.distributed as dist
-
-    found = [(out / "last.pt").is_file()]
-    if dist.is_available() and dist.is_initialized():
-        dist.broadcast_object_list(found, src=0)
-    return found[0]
-
-
 def cmd_train(args) -> int:
     from .engine import Trainer, load_checkpoint, load_recipe
     from .engine import distributed
     from .engine.trainer import TrainingInterrupted
     from .engine.build import pick_device
     from .engine.checkpoint import atomic_write_bytes
+    from .engine.run_folder import prepare_out, remove_if_empty, resume_decision
 
     if args.stop_after is not None and args.stop_after < 1:
         raise UserError(f"--stop-after must be an epoch number >= 1, got {args.stop_after}")
@@ -137,8 +89,8 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / path.stem / time.strftime("%Y%m%d-%H%M%S")
     distributed.init_distributed(pick_device(recipe.train.device))
     main = distributed.world()[0] == 0
-    resuming = _resume_decision(out, args.resume)
-    created = _prepare_out(out, resuming) if main else []
+    resuming = resume_decision(out, args.resume)
+    created = prepare_out(out, resuming) if main else []
     try:
         try:
             if continual:
@@ -148,7 +100,7 @@ def cmd_train(args) -> int:
             else:
                 trainer = Trainer(recipe, out)
         except BaseException:  # bad data, a bug, Ctrl-C while the data set loads
-            _remove_if_empty(created)
+            remove_if_empty(created)
             raise
         if resuming:
             trainer.load_state(load_checkpoint(out / "last.pt"), out / "last.pt")

@@ -19,7 +19,7 @@ from ..data import DataInfo, build_loaders, data_info, to_model_input
 from ..engine.build import build_model, classifier_out
 from ..engine.checkpoint import load_checkpoint, load_model_state
 from ..engine.recipe import Recipe, recipe_from_dict
-from ..engine.trainer import seed_everything
+from ..engine.build import seed_everything
 from ..errors import UserError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")

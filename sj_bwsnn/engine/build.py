@@ -1,11 +1,16 @@
-"""Building a run's model and device from a recipe (shared by the trainer and the KD teacher)."""
+"""Building a run's parts from a recipe: device, model, parameter groups, mixup, seeds (shared by
+the trainer, the KD teacher and the analysis commands)."""
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import timm
 import torch
 
 from ..errors import UserError, closest
+from ..layers import BinaryLayer
 from ..neuron import neuron_kwargs_from_config
 from .recipe import Recipe
 
@@ -51,3 +56,35 @@ def classifier_out(model: torch.nn.Module, state: dict) -> tuple[str, int] | Non
         if head is not None and p is getattr(head, "weight", None) and name in state:
             return name, int(state[name].shape[0])
     return None
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, binary_weight_decay: float):
+    """Three groups: latent binary weights, other weights, and biases/norms (no decay)."""
+    binary_ids = {id(m.weight) for m in model.modules() if isinstance(m, BinaryLayer)}
+    groups = {"binary": [], "decay": [], "no_decay": []}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        key = "binary" if id(p) in binary_ids else ("no_decay" if p.ndim <= 1 else "decay")
+        groups[key].append(p)
+    decay = {"binary": binary_weight_decay, "decay": weight_decay, "no_decay": 0.0}
+    return [{"params": ps, "weight_decay": decay[k]} for k, ps in groups.items() if ps]
+
+
+def _build_mixup(recipe: Recipe, num_classes: int):
+    d = recipe.data
+    if d.mixup <= 0 and d.cutmix <= 0:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=d.mixup, cutmix_alpha=d.cutmix, prob=d.mixup_prob,
+                 switch_prob=d.mixup_switch_prob, label_smoothing=recipe.train.label_smoothing,
+                 num_classes=num_classes)

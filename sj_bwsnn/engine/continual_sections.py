@@ -49,7 +49,7 @@ class ContinualConfig:
 
 
 def continual_checks(c: ContinualConfig) -> list:
-    """``(ok, key, why)`` for :func:`sj_bwsnn.engine.recipe._check_ranges`."""
+    """``(ok, key, why)`` for :func:`sj_bwsnn.engine.recipe_checks.check_ranges`."""
     h = c.hlop
     counts = [n for entry in h.neurons for n in (entry if isinstance(entry, list) else [entry])]
     return [
@@ -81,72 +81,3 @@ def continual_checks(c: ContinualConfig) -> list:
          "must be rate or steps"),
         (h.start_epoch >= 0, "continual.hlop.start_epoch", "must be >= 0"),
     ]
-
-
-def _pair(v) -> bool:
-    return (isinstance(v, list) and len(v) == 2
-            and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in v))
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``'optim.lr=0.1'`` -> ``(['optim', 'lr'], 0.1)``; the value is parsed as YAML."""
-    if "=" not in text:
-        raise UserError(f"--set expects key.sub=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    path = key.strip().split(".")
-    if not all(path):
-        raise UserError(f"--set: bad key {key!r} (expected e.g. optim.lr=0.1)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return path, value
-
-
-def apply_override(tree: dict, path: list[str], value: Any) -> None:
-    """Set ``tree[path[0]][path[1]]... = value``, creating sections as needed."""
-    node = tree
-    for i, part in enumerate(path[:-1]):
-        nxt = node.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise UserError(f"--set {'.'.join(path)}: '{'.'.join(path[:i + 1])}' is not a section")
-        node = nxt
-    node[path[-1]] = value
-
-
-def read_yaml(path: Path) -> dict:
-    """Load a YAML mapping, turning syntax errors into one line with the line number."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"recipe not found: {path}") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read recipe {path}: {e.__class__.__name__}") from None
-    try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"recipe {path}{where}: invalid YAML: {problem}") from None
-    if tree is None:
-        tree = {}
-    if not isinstance(tree, dict):
-        raise UserError(f"recipe {path} must be a YAML mapping of keys, got {type(tree).__name__}")
-    return tree
-
-
-def recipe_from_dict(tree: dict) -> Recipe:
-    """Validate a plain mapping (e.g. one stored in a checkpoint) into a :class:`Recipe`."""
-    recipe = _build(Recipe, tree, "")
-    _check_ranges(recipe)
-    return recipe
-
-
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read, override and validate a recipe file."""
-    tree = read_yaml(Path(path))
-    for text in overrides:
-        key_path, value = parse_override(text)
-        apply_override(tree, key_path, value)
-    return recipe_from_dict(tree)

@@ -34,3 +34,21 @@ class OPZOConfig:
     antithetic: bool = True  # dual noise: z at even time steps, -z at odd ones
     samples: int = 1  # noisy copies of every input in the one forward pass (noise draws per step)
     trace_decay: Optional[float] = None  # presynaptic trace decay; null: 1 - 1/tau (LIF), 1 (IF)
+
+
+def method_checks(r) -> list[tuple[bool, str, str]]:
+    """``(ok, key, why)`` of the method sections, for :func:`.recipe_checks.check_ranges`."""
+    return [
+        (r.ide.iters >= 1, "ide.iters", "must be >= 1"),
+        (r.ide.tol > 0, "ide.tol", "must be > 0"),
+        (r.spide.steps >= 1, "spide.steps", "must be >= 1"),
+        (r.spide.vth_back > 0, "spide.vth_back", "must be > 0"),
+        (r.spide.grad_scale > 0, "spide.grad_scale", "must be > 0"),
+        (r.opzo.noise_scale > 0, "opzo.noise_scale", "must be > 0"),
+        (0.0 <= r.opzo.momentum < 1.0, "opzo.momentum", "must lie in [0, 1)"),
+        (r.opzo.noise in ("gaussian", "rademacher", "sphere"), "opzo.noise",
+         "must be gaussian, rademacher or sphere"),
+        (r.opzo.samples >= 1, "opzo.samples", "must be >= 1"),
+        (r.opzo.trace_decay is None or 0.0 <= r.opzo.trace_decay <= 1.0, "opzo.trace_decay",
+         "must lie in [0, 1] or be null"),
+    ]

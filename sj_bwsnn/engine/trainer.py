@@ -38,10 +38,9 @@ from timm.scheduler import create_scheduler_v2
 
 from ..data import build_loaders, to_model_input
 from ..errors import UserError
-from ..layers import BinaryLayer
 from ..neuron import check_backend_available
 from . import distributed
-from .build import build_model, pick_device
+from .build import _build_mixup, build_model, param_groups, pick_device, seed_everything
 from .checkpoint import atomic_write_bytes, load_model_state, save_checkpoint
 from .compile import compile_run
 from .distill import build_teacher, init_from_checkpoint
@@ -58,41 +57,9 @@ _EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "tes
                "test_acc_ema", "lr", "time_s")  # the rest of a row is the method's epoch_stats
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.benchmark = not deterministic
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float, binary_weight_decay: float):
-    """Three groups: latent binary weights, other weights, and biases/norms (no decay)."""
-    binary_ids = {id(m.weight) for m in model.modules() if isinstance(m, BinaryLayer)}
-    groups = {"binary": [], "decay": [], "no_decay": []}
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        key = "binary" if id(p) in binary_ids else ("no_decay" if p.ndim <= 1 else "decay")
-        groups[key].append(p)
-    decay = {"binary": binary_weight_decay, "decay": weight_decay, "no_decay": 0.0}
-    return [{"params": ps, "weight_decay": decay[k]} for k, ps in groups.items() if ps]
-
-
 def _write_json(path: Path, obj: Any) -> None:
     data = (json.dumps(obj, indent=2) + "\n").encode()
     atomic_write_bytes(path, lambda f: f.write(data))
-
-
-def _build_mixup(recipe: Recipe, num_classes: int):
-    d = recipe.data
-    if d.mixup <= 0 and d.cutmix <= 0:
-        return None
-    from timm.data import Mixup
-
-    return Mixup(mixup_alpha=d.mixup, cutmix_alpha=d.cutmix, prob=d.mixup_prob,
-                 switch_prob=d.mixup_switch_prob, label_smoothing=recipe.train.label_smoothing,
-                 num_classes=num_classes)
 
 
 class TrainingInterrupted(Exception):
