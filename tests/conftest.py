@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def wait_for_line(proc, prefix: str, timeout: float = HANG_GUARD_S) -> str:
+    """Read ``proc``'s stdout until a line starts with ``prefix`` (a hang guard, not a time bar)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(prefix):
+            return line
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"no line starting with {prefix!r}: {proc.stderr.read()}")
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = HANG_GUARD_S, env: dict | None = None):

@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import HANG_GUARD_S, ROOT
+from conftest import HANG_GUARD_S, ROOT, wait_for_line
 from sj_bwsnn.continual import plan, summarize
 from sj_bwsnn.continual.metrics import format_matrix
 from sj_bwsnn.data.continual import task_sequence
@@ -133,17 +132,6 @@ def test_split_recipe_end_to_end(reference):
     assert ckpt["continual"]["stage"] == 3 and len(ckpt["continual"]["protect"]["spaces"]) == 2
 
 
-def _wait_for_line(proc, prefix):
-    deadline = time.monotonic() + HANG_GUARD_S
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith(prefix):
-            return line
-        if not line and proc.poll() is not None:
-            break
-    raise AssertionError(f"no line starting with {prefix!r}: {proc.stderr.read()}")
-
-
 def _resume(out):
     from conftest import run_cli
 
@@ -156,7 +144,7 @@ def _resume(out):
 def test_sigint_mid_sequence_then_resume_matches_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "run"
     proc = _start(out)
-    _wait_for_line(proc, "task  2/3 task   epoch   1/2")
+    wait_for_line(proc, "task  2/3 task   epoch   1/2")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == 130, err
@@ -171,7 +159,7 @@ def test_sigint_mid_sequence_then_resume_matches_uninterrupted_run(reference, tm
 def test_sigkill_then_resume_matches_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "run"
     proc = _start(out)
-    _wait_for_line(proc, "task  2/3")
+    wait_for_line(proc, "task  2/3")
     proc.kill()
     proc.communicate(timeout=60)
     torch.load(out / "last.pt", weights_only=True)  # never truncated

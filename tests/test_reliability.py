@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import HANG_GUARD_S, ROOT
+from conftest import ROOT, wait_for_line
 
 ARGS = ["--set", "train.epochs=3", "--set", "data.batch_size=16", "--set", "data.max_train=480", "--set", "train.deterministic=true",
         "--set", "train.plot=false", "--set", "train.tensorboard=false"]
@@ -22,17 +22,6 @@ def _start(out, *extra):
     return subprocess.Popen([sys.executable, "-m", "sj_bwsnn", "train", "digits_bwsnn", "--out",
                              str(out), *ARGS, *extra], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _wait_for_line(proc, prefix, timeout=HANG_GUARD_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith(prefix):
-            return line
-        if not line and proc.poll() is not None:
-            break
-    raise AssertionError(f"no line starting with {prefix!r}: {proc.stderr.read()}")
 
 
 def _final(out):
@@ -60,7 +49,7 @@ def _resume(out, *extra):
 def test_sigint_saves_position_and_resume_matches_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "run"
     proc = _start(out, "--set", "train.checkpoint_every=7")
-    _wait_for_line(proc, "epoch   1/3")
+    wait_for_line(proc, "epoch   1/3")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -76,7 +65,7 @@ def test_sigint_saves_position_and_resume_matches_uninterrupted_run(reference, t
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "run"
     proc = _start(out, "--set", "train.checkpoint_every=7")
-    _wait_for_line(proc, "epoch   1/3")
+    wait_for_line(proc, "epoch   1/3")
     time.sleep(0.8)  # inside epoch 2, after at least one periodic save with any luck
     proc.kill()
     proc.communicate(timeout=60)

@@ -53,13 +53,18 @@ class FrameTransform:
         return x
 
 
-def _check_layout(root: Path, T: int, download: bool) -> None:
-    frames_dir = root / f"frames_number_{T}_split_by_number"
-    for d in (root / "events_np", frames_dir):
+def refuse_half_built(name: str, root: Path, T: int) -> None:
+    """One line when an earlier conversion of ``root``'s events or frames stopped half-way (its
+    ``.building`` marker is still there), so a partial folder is never read as a whole one."""
+    for d in (root / "events_np", root / f"frames_number_{T}_split_by_number"):
         marker = d.with_name(d.name + ".building")
         if marker.exists():
-            raise UserError(f"cifar10dvs: an earlier preparation stopped half-way ({marker} exists); "
+            raise UserError(f"{name}: an earlier preparation stopped half-way ({marker} exists); "
                             f"delete {marker} and {d}, then retry")
+
+
+def _check_layout(root: Path, T: int, download: bool) -> None:
+    refuse_half_built("cifar10dvs", root, T)
     # SpikingJelly prepares (downloads) the raw set whenever events_np/ is missing, even next to
     # already integrated frames, so events_np/ is what must be there
     have_events = (root / "events_np").is_dir() and any((root / "events_np").iterdir())

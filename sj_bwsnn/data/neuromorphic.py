@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .dvs import FrameTransform
+from .dvs import FrameTransform, refuse_half_built
 
 IN_CHANS = 2
 
@@ -81,12 +81,7 @@ def _archives_ok(name: str, cls, root: Path) -> list[str]:
 def check_layout(name: str, root: Path, T: int) -> None:
     """One :class:`UserError` line unless SpikingJelly can load ``name`` from ``root`` offline."""
     spec, cls = SETS[name], _sj_class(SETS[name])
-    frames = root / f"frames_number_{T}_split_by_number"
-    for d in (root / "events_np", frames):
-        marker = d.with_name(d.name + ".building")
-        if marker.exists():
-            raise UserError(f"{name}: an earlier preparation stopped half-way ({marker} exists); "
-                            f"delete {marker} and {d}, then retry")
+    refuse_half_built(name, root, T)
     events = root / "events_np"
     if events.is_dir():
         lacking = [s for s in ("train", "test") if not _has_npz(events / s)]
