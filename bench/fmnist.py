@@ -286,7 +286,7 @@ def _fmt(v, spec):
 
 def table(rows: list[dict]) -> str:
     head = ("| row | configuration | T | method | test acc | epochs x images | wall s | CPU s | "
-            "energy pJ/img (1-bit hw) | act. MiB |")
+            "energy per image (1-bit hw) | act. MiB |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         if "test_acc" not in r:
