@@ -160,3 +160,16 @@ def test_max_train_test_is_a_fixed_subset():
     cfg.split_seed = 1
     other, _, _ = build_loaders(cfg, seed=0)
     assert other.dataset.indices != train.dataset.indices
+
+
+def test_event_conversion_runs_in_one_thread_and_restores_the_setting():
+    """SpikingJelly's thread pool parses .npy headers with ast.literal_eval, which CPython 3.11 does
+    not make thread-safe (a spurious SystemError in CI): our loaders convert in one thread."""
+    from spikingjelly import configure
+
+    from sj_bwsnn.data.dvs import one_preprocess_thread
+
+    before = configure.max_threads_number_for_datasets_preprocess
+    with one_preprocess_thread():
+        assert configure.max_threads_number_for_datasets_preprocess == 1
+    assert configure.max_threads_number_for_datasets_preprocess == before

@@ -21,6 +21,7 @@ the file; a frame file that cannot be read during training is named too.
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -110,13 +111,31 @@ def _file_being_read(exc: BaseException, folder: Path) -> Path | None:
     return None
 
 
+@contextmanager
+def one_preprocess_thread():
+    """SpikingJelly converts event files in a thread pool, and every thread parses ``.npy`` headers
+    with ``ast.literal_eval``, whose AST constructor is not thread-safe in CPython 3.11 (our CI on
+    3.11.7 raised ``SystemError: AST constructor recursion depth mismatch`` from it). The
+    conversion runs once per data set and T, so within this block it runs in one thread: slower
+    once, never a spurious failure."""
+    from spikingjelly import configure
+
+    old = configure.max_threads_number_for_datasets_preprocess
+    configure.max_threads_number_for_datasets_preprocess = 1
+    try:
+        yield
+    finally:
+        configure.max_threads_number_for_datasets_preprocess = old
+
+
 def _prepare(root: Path, T: int, build):
     """``build()`` (SpikingJelly preparing ``root``); if it fails, nothing it created in this call
     is left behind (half-built folders, ``.building`` markers) and an unreadable file is named."""
     created = [d for d in (root / "events_np", root / f"frames_number_{T}_split_by_number")
                if not d.exists()]
     try:
-        return build()
+        with one_preprocess_thread():
+            return build()
     except BaseException as e:
         for d in created:
             shutil.rmtree(d, ignore_errors=True)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .dvs import FrameTransform, refuse_half_built
+from .dvs import FrameTransform, one_preprocess_thread, refuse_half_built
 
 IN_CHANS = 2
 
@@ -127,8 +127,9 @@ def event_splits(cfg, T: int):
 
     def make(train: bool, augment: bool):
         try:
-            return cls(str(root), train=train, data_type="frame", frames_number=T,
-                       split_by="number", transform=ShiftTransform(size, augment))
+            with one_preprocess_thread():
+                return cls(str(root), train=train, data_type="frame", frames_number=T,
+                           split_by="number", transform=ShiftTransform(size, augment))
         except (OSError, RuntimeError, ValueError, NotImplementedError) as e:
             raise UserError(f"{name}: SpikingJelly could not prepare {root} ({e})") from None
 
