@@ -55,7 +55,21 @@ def _repeat(x: torch.Tensor, T: int) -> torch.Tensor:
     return x.unsqueeze(0).repeat(T, *([1] * x.dim()))
 
 
-class SpikingMLP(SpikingClassifier):
+class _HLOPNet(SpikingClassifier):
+    """What both HLOP nets set up first: ``T``, the input channels, the classes, and the neuron
+    keyword arguments without ``step_mode`` (the nets run multi-step)."""
+
+    def _setup(self, T: int, in_chans: int, num_classes: int,
+               neuron_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+        if int(T) < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        self.T, self.in_chans, self.num_classes = int(T), in_chans, num_classes
+        kw = dict(neuron_kwargs or {})
+        kw.pop("step_mode", None)
+        return kw
+
+
+class SpikingMLP(_HLOPNet):
     """HLOP's spiking MLP (module docstring).
 
     :param hidden: widths of the hidden layers.
@@ -67,11 +81,7 @@ class SpikingMLP(SpikingClassifier):
                  neuron: type = LIFNode, neuron_kwargs: dict[str, Any] | None = None,
                  scaling: str = "channel", detach_alpha: bool = True):
         super().__init__()
-        if int(T) < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
-        self.T, self.in_chans, self.num_classes = int(T), in_chans, num_classes
-        kw = dict(neuron_kwargs or {})
-        kw.pop("step_mode", None)
+        kw = self._setup(T, in_chans, num_classes, neuron_kwargs)
         width = in_chans * img_size * img_size
         self.in_features = width
         fcs, sns = [], []
@@ -106,7 +116,7 @@ class SpikingMLP(SpikingClassifier):
         return [self.fcs[0]]
 
 
-class SpikingCNN(SpikingClassifier):
+class SpikingCNN(_HLOPNet):
     """HLOP's spiking CNN (module docstring).
 
     :param widths: channels of the conv stages (each followed by a 2x2 average pool).
@@ -118,11 +128,7 @@ class SpikingCNN(SpikingClassifier):
                  neuron: type = LIFNode, neuron_kwargs: dict[str, Any] | None = None,
                  scaling: str = "channel", detach_alpha: bool = True):
         super().__init__()
-        if int(T) < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
-        self.T, self.in_chans, self.num_classes = int(T), in_chans, num_classes
-        kw = dict(neuron_kwargs or {})
-        kw.pop("step_mode", None)
+        kw = self._setup(T, in_chans, num_classes, neuron_kwargs)
         self.conv1 = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.sn1 = neuron(step_mode="m", **kw)
