@@ -66,8 +66,10 @@ def _require(path: Path, key: str) -> None:
                         f"first, e.g. `sj-bwsnn train RECIPE --out {path.parent}`)")
 
 
-def build_teacher(recipe: Recipe, info, device: torch.device) -> nn.Module | None:
-    """The frozen teacher for ``recipe.teacher`` (None when ``teacher.checkpoint`` is null)."""
+def build_teacher(recipe: Recipe, info, device: torch.device,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module | None:
+    """The frozen teacher for ``recipe.teacher`` (None when ``teacher.checkpoint`` is null), its
+    weights in ``memory_format`` (the student's: ``train.channels_last``)."""
     cfg = recipe.teacher
     if not cfg.checkpoint:
         return None
@@ -94,7 +96,7 @@ def build_teacher(recipe: Recipe, info, device: torch.device) -> nn.Module | Non
     load_model_state(model, state, path)
     if saved is None and info.frames:
         model = FrameMean(model)
-    return model.to(device).eval().requires_grad_(False)
+    return model.to(device, memory_format=memory_format).eval().requires_grad_(False)
 
 
 def init_from_checkpoint(model: nn.Module, path: str) -> None:

@@ -91,7 +91,8 @@ class Trainer:
         if recipe.model.init_from and training:
             init_from_checkpoint(self.model, recipe.model.init_from)
         self.model = self.model.to(self.device, memory_format=self.memory_format)
-        self.teacher = build_teacher(recipe, self.info, self.device) if training else None
+        self.teacher = (build_teacher(recipe, self.info, self.device, self.memory_format)
+                        if training else None)
         self.objective = build_objective(recipe, self.teacher)
         # what the method trains (DDP-wrapped for bptt/dsr under torchrun); every rank now holds
         # rank 0's weights, so the EMA below starts from them too
