@@ -6,8 +6,9 @@ T = 1, 2, 4, and the training methods, in one table.
     python bench/fmnist.py --budget 2x20000                     # every row: 2 epochs on 20,000 training images
     python bench/fmnist.py --budget 2x20000 --rows 'bw_kd_t2_*' # some rows (shell-style patterns)
 
-Each row is one configuration: a bundled recipe (``fmnist_fp`` or ``fmnist_bwsnn``) plus ``--set``
-overrides (``--list`` prints them). A row is trained by ``python -m sj_bwsnn train`` in a child
+Each row is one configuration: a bundled recipe (``fmnist_fp`` or ``fmnist_bwsnn``; the feedback-SNN
+rows ``fsnn_ide`` / ``fsnn_spide`` their own nets' ``fashion_mnist_ide`` / ``mnist_spide``) plus
+``--set`` overrides (``--list`` prints them). A row is trained by ``python -m sj_bwsnn train`` in a child
 process (its output is the row's ``train.log``), so it is exactly what a user's command does; then
 this process measures, from the row's ``last.pt``:
 
@@ -70,9 +71,10 @@ class Row:
     needs: str | None = None  # a module that must exist (HLOP: sj_bwsnn.continual)
 
 
-# Methods of the other issues run on the same recipe when their name is in METHODS. ide / spide /
-# opzo / dfa may need their own model family; a row that fails records that method's one-line error.
-_LATER = ("ide", "spide", "opzo", "dfa")
+# Methods of the other issues run on the same recipe when their name is in METHODS; a row that
+# fails records that method's one-line error. IDE and SPIDE train feedback SNNs (fsnn_*) only, so
+# their rows use their own Fashion-MNIST nets and recipes instead (no 1-bit init, no KD).
+_LATER = ("opzo", "dfa")
 ROWS = [
     Row("fp_t2", "fmnist_fp", "FP twin (recipe fmnist_fp)"),
     Row("fp_t1", "fmnist_fp", "FP twin", ["T=1"]),
@@ -90,6 +92,10 @@ ROWS = [
         ["train.method=dsr", "neuron.preset=dsr_lif", "model.init_from=null"], "dsr", True),
     *[Row(f"bw_kd_t2_{m}", "fmnist_bwsnn", "1-bit, init FP, KD", [f"train.method={m}"], m, True)
       for m in _LATER],
+    Row("fsnn_ide", "fashion_mnist_ide", "feedback SNN fsnn_fc 784-400 (recipe fashion_mnist_ide)",
+        method="ide"),
+    Row("fsnn_spide", "mnist_spide", "feedback SNN ConvNet-F (recipe mnist_spide)",
+        ["data.name=fashion_mnist", "data.root=null"], "spide"),
     # HLOP's accuracy on one task is its base learner's (projection starts with the second task);
     # the continual runner refuses distillation
     Row("bw_t2_hlop", "fmnist_bwsnn", "1-bit, init FP, no KD, HLOP single task",

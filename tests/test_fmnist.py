@@ -159,7 +159,10 @@ def test_bench_budget_and_rows(bench):
         bench.select(["nope"])
     methods = {r.method for r in bench.ROWS}
     assert {"bptt", "sltt", "ottt", "dsr", "ide", "spide", "opzo", "dfa", "hlop"} <= methods
-    assert {r.recipe for r in bench.ROWS} == {"fmnist_fp", "fmnist_bwsnn"}
+    assert {r.recipe for r in bench.ROWS} == {"fmnist_fp", "fmnist_bwsnn", "fashion_mnist_ide",
+                                              "mnist_spide"}
+    # feedback SNNs train on their own nets and recipes, never on BW-ResNet (a certain refusal)
+    assert all(r.recipe != "fmnist_bwsnn" for r in bench.ROWS if r.method in ("ide", "spide"))
     ts = {s for r in bench.ROWS for s in r.sets if s.startswith("T=")}
     assert ts == {"T=1", "T=4"}  # and T=2, the recipes' own
 
