@@ -6,11 +6,11 @@ T = 1, 2, 4, and the training methods, in one table.
     python bench/fmnist.py --budget 2x20000                     # every row: 2 epochs on 20,000 training images
     python bench/fmnist.py --budget 2x20000 --rows 'bw_kd_t2_*' # some rows (shell-style patterns)
 
-Each row is one configuration: a bundled recipe (``fmnist_fp`` or ``fmnist_bwsnn``; the feedback-SNN
-rows ``fsnn_ide`` / ``fsnn_spide`` their own nets' ``fashion_mnist_ide`` / ``mnist_spide``) plus
-``--set`` overrides (``--list`` prints them). A row is trained by ``python -m sj_bwsnn train`` in a child
-process (its output is the row's ``train.log``), so it is exactly what a user's command does; then
-this process measures, from the row's ``last.pt``:
+Each row is one configuration: a bundled recipe (``fmnist_fp`` or ``fmnist_bwsnn``; the
+feedback-SNN rows ``fsnn_ide`` / ``fsnn_spide`` their own nets' ``fashion_mnist_ide`` /
+``mnist_spide``) plus ``--set`` overrides (``--list`` prints them). A row is trained by
+``python -m sj_bwsnn train`` in a child process (its output is the row's ``train.log``), so it is
+exactly what a user's command does; then this process measures, from the row's ``last.pt``:
 
 * ``test_acc`` -- the last epoch's test accuracy (never the best epoch: no choice made on the test set);
 * ``wall_s`` / ``cpu_s`` -- the child's wall-clock time and CPU time (user + system, all threads);

@@ -99,15 +99,15 @@ def test_teacher_follows_the_students_memory_format(tmp_path):
     """train.channels_last puts the teacher's conv weights in channels_last too (on the 2-core CPU a
     contiguous teacher fed channels_last batches made a student epoch about 11% slower), and its
     logits are the contiguous teacher's."""
-    path, model = _fp_checkpoint(tmp_path)
+    path, _ = _fp_checkpoint(tmp_path)
     student = load_recipe(DIGITS, [f"teacher.checkpoint={path}"])
     plain = build_teacher(student, INFO, torch.device("cpu"))
     cl = build_teacher(student, INFO, torch.device("cpu"), torch.channels_last)
     # only where the two layouts differ: more than one input channel and a kernel wider than 1x1
     convs = [m.weight for m in cl.modules() if isinstance(m, torch.nn.Conv2d)
              and m.weight.shape[1] > 1 and m.weight.shape[-2:].numel() > 1]
-    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-                         for w in convs)
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last)
+                         and not w.is_contiguous() for w in convs)
     x = torch.randn(4, 1, 8, 8)
     assert torch.allclose(cl(x.contiguous(memory_format=torch.channels_last)), plain(x), atol=1e-5)
 
