@@ -328,8 +328,9 @@ def targets(rows: list[dict]) -> str | None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.list:
+        width = max(len(r.recipe) for r in ROWS)  # the feedback rows' recipe names are longer
         for r in ROWS:
-            print(f"{r.name:<16} {r.recipe:<13} {r.what}; --set {' '.join(r.sets) or '(none)'}")
+            print(f"{r.name:<16} {r.recipe:<{width}} {r.what}; --set {' '.join(r.sets) or '(none)'}")
         return 0
     label, budget_sets = parse_budget(args.budget)
     rows = select(args.rows)
